@@ -1,0 +1,40 @@
+"""Fast swap-search kernels behind the same contract as :mod:`swappass.search` (tested against it).
+
+A backend registers a factory ``make(pattern, G) -> search(w, c, keep) -> SwapChoice`` and an availability
+check for a device. :func:`swappass.refine_mask` picks the fastest available one with ``backend="auto"``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..patterns import SparsityPattern
+from ..search import SwapChoice
+
+__all__ = ["available_backends", "make_search", "register_backend"]
+
+SearchFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], SwapChoice]
+_REGISTRY: dict[str, tuple[Callable[[torch.device], bool], Callable[[SparsityPattern, torch.Tensor], SearchFn]]] = {}
+
+
+def register_backend(
+    name: str,
+    available: Callable[[torch.device], bool],
+    make: Callable[[SparsityPattern, torch.Tensor], SearchFn],
+) -> None:
+    """Register a search backend; the order of registration is the order of preference."""
+    _REGISTRY[name] = (available, make)
+
+
+def available_backends(device: torch.device | str) -> list[str]:
+    """Names of the registered backends usable on ``device``, fastest first."""
+    device = torch.device(device)
+    return [name for name, (ok, _) in _REGISTRY.items() if ok(device)]
+
+
+def make_search(backend: str, pattern: SparsityPattern, G: torch.Tensor) -> SearchFn:
+    """The search function of ``backend`` for ``pattern`` over the (symmetric, contiguous) ``G``."""
+    if backend not in _REGISTRY:
+        raise ValueError(f"search backend {backend!r} is not available; registered: {sorted(_REGISTRY)}")
+    return _REGISTRY[backend][1](pattern, G)

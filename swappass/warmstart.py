@@ -1,0 +1,93 @@
+"""Warm-start masks: a per-weight score, then the best ``k`` per row (or ``n`` per M-block) are kept.
+
+Scores (``W`` is ``d_out × d_in``, ``G`` the input Gram matrix, ``||X_j||₂ = sqrt(G_jj)``):
+
+* ``magnitude``: ``|W_ij|``
+* ``wanda``: ``|W_ij| · ||X_j||₂``
+* ``ria``: ``(|W_ij| / Σ_k |W_kj| + |W_ij| / Σ_k |W_ik|) · ||X_j||₂^0.5`` (relative importance and activations)
+
+Ties follow Wanda's convention: scores are sorted ascending with a stable sort and the lowest are pruned,
+so among equal scores the lower input index is pruned first. The result is always feasible for the pattern.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .patterns import NMSparsity, PatternLike, RowSparsity, SparsityPattern, parse_pattern
+from .validate import check_layer
+
+__all__ = ["warm_start", "warm_start_scores", "mask_from_scores", "WARM_STARTS"]
+
+RIA_ALPHA = 0.5
+
+
+def _magnitude(W: torch.Tensor, G: torch.Tensor | None) -> torch.Tensor:
+    return W.abs()
+
+
+def _input_norms(W: torch.Tensor, G: torch.Tensor | None, method: str) -> torch.Tensor:
+    if G is None:
+        raise ValueError(f"warm start {method!r} needs the Gram matrix G of the layer inputs")
+    return G.diagonal().to(W.dtype).clamp_min(0).sqrt()
+
+
+def _wanda(W: torch.Tensor, G: torch.Tensor | None) -> torch.Tensor:
+    return W.abs() * _input_norms(W, G, "wanda")[None, :]
+
+
+def _ria(W: torch.Tensor, G: torch.Tensor | None) -> torch.Tensor:
+    A = W.abs()
+    tiny = torch.finfo(A.dtype).tiny
+    relative = A / A.sum(dim=0, keepdim=True).clamp_min(tiny) + A / A.sum(dim=1, keepdim=True).clamp_min(tiny)
+    return relative * _input_norms(W, G, "ria")[None, :].pow(RIA_ALPHA)
+
+
+WARM_STARTS: dict[str, Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]] = {
+    "magnitude": _magnitude,
+    "wanda": _wanda,
+    "ria": _ria,
+}
+
+
+def warm_start_scores(W: torch.Tensor, G: torch.Tensor | None, method: str = "wanda") -> torch.Tensor:
+    """Per-weight importance scores (``d_out × d_in``, float); higher = more important."""
+    try:
+        fn = WARM_STARTS[method]
+    except KeyError:
+        raise ValueError(f"unknown warm start {method!r}; choose one of {sorted(WARM_STARTS)}") from None
+    Wf = W.detach().float() if W.dtype not in (torch.float32, torch.float64) else W.detach()
+    return fn(Wf, G)
+
+
+def mask_from_scores(scores: torch.Tensor, pattern: PatternLike) -> torch.Tensor:
+    """Keep the highest scores per row (per M-block for N:M). Returns a bool mask, True = keep."""
+    pattern = parse_pattern(pattern)
+    d_out, d_in = scores.shape
+    pattern.check_shape(d_out, d_in, where="scores")
+    if isinstance(pattern, NMSparsity):
+        blocks = scores.reshape(d_out, d_in // pattern.m, pattern.m)
+        order = torch.sort(blocks, dim=2, stable=True).indices
+        mask = torch.ones_like(blocks, dtype=torch.bool)
+        mask.scatter_(2, order[..., : pattern.m - pattern.n], False)
+        return mask.reshape(d_out, d_in)
+    if isinstance(pattern, RowSparsity):
+        n_pruned = d_in - pattern.kept_per_row(d_in)
+        order = torch.sort(scores, dim=1, stable=True).indices
+        mask = torch.ones_like(scores, dtype=torch.bool)
+        mask.scatter_(1, order[:, :n_pruned], False)
+        return mask
+    raise TypeError(f"pattern {pattern} has no per-row mask selection")
+
+
+def warm_start(
+    W: torch.Tensor, G: torch.Tensor | None, pattern: PatternLike = "0.5", method: str = "wanda"
+) -> torch.Tensor:
+    """Warm-start mask for ``W`` (``d_out × d_in``) from ``G`` (``d_in × d_in``; unused by ``magnitude``).
+
+    Returns a bool mask shaped like ``W``, True = keep, feasible for ``pattern``.
+    """
+    pattern = parse_pattern(pattern)
+    check_layer(W, G, allow_missing_G=(method == "magnitude"))
+    return mask_from_scores(warm_start_scores(W, G, method), pattern)
