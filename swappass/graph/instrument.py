@@ -1,0 +1,102 @@
+"""Instrumentation: observer nodes in a captured graph (inserted by prepare, removed by convert)."""
+from __future__ import annotations
+
+from typing import Mapping, MutableMapping, Sequence
+
+import torch.fx as fx
+
+from .capture import CapturedGraph
+from .observers import ObserverFactory, SiteObserver
+from .sites import GramGroup, Site, gram_groups
+from .stages import StagePlan, assign_levels, plan_stages
+
+__all__ = ["InstrumentedGraph", "OBSERVER_PREFIX"]
+
+OBSERVER_PREFIX = "swappass_observer_"
+
+
+class InstrumentedGraph:
+    """A :class:`CapturedGraph` whose active Gram groups each have an observer node on their input(s).
+
+    Observers are shared through ``observers`` (group key -> module), so graphs captured for several input
+    shapes accumulate into the same statistics. ``sequential`` decides whether groups get dependency levels
+    (:func:`swappass.graph.stages.assign_levels`) or all sit at level 0 (one-shot calibration).
+    """
+
+    def __init__(
+        self,
+        captured: CapturedGraph,
+        sites: Sequence[Site],
+        observers: MutableMapping[str, SiteObserver],
+        observer_factory: ObserverFactory,
+        sequential: bool,
+    ) -> None:
+        self.captured = captured
+        self.sites = list(sites)
+        self.sequential = sequential
+        self.groups: list[GramGroup] = gram_groups(self.sites)
+        if sequential:
+            levels = assign_levels(
+                captured.graph_module.graph,
+                {g.key: g.inputs for g in self.groups},
+                {g.key: [op for s in g.sites for op in s.ops] for g in self.groups},
+            )
+            for g in self.groups:
+                g.level = levels[g.key]
+        self.observer_nodes: dict[str, list[fx.Node]] = {}
+        self._plans: dict[bool, StagePlan] = {}
+        self._insert_observers(observers, observer_factory)
+
+    @property
+    def graph_module(self) -> fx.GraphModule:
+        return self.captured.graph_module
+
+    @property
+    def num_levels(self) -> int:
+        return 1 + max((g.level for g in self.groups), default=-1)
+
+    def _insert_observers(self, observers: MutableMapping[str, SiteObserver], factory: ObserverFactory) -> None:
+        gm = self.graph_module
+        graph = gm.graph
+        last_placeholder = None
+        for node in graph.nodes:
+            if node.op == "placeholder":
+                last_placeholder = node
+        for i, group in enumerate(self.groups):
+            obs = observers.get(group.key)
+            if obs is None:
+                obs = observers[group.key] = factory(group.key, group.d_in)
+            target = f"{OBSERVER_PREFIX}{i}"
+            gm.add_submodule(target, obs)
+            nodes = []
+            for x in group.inputs:
+                anchor = last_placeholder if x.op == "placeholder" else x
+                with graph.inserting_after(anchor):
+                    nodes.append(graph.call_module(target, (x,)))
+            self.observer_nodes[group.key] = nodes
+        gm.recompile()
+
+    def plan(self) -> StagePlan:
+        """The stage subgraphs of this graph (one per level; a single one in one-shot mode). Built once."""
+        if self.sequential not in self._plans:
+            gm = self.graph_module
+            group_of = {g.key: g for g in self.groups}
+            observer_levels = {n: group_of[k].level for k, ns in self.observer_nodes.items() for n in ns}
+            op_levels = {op: g.level for g in self.groups for s in g.sites for op in s.ops}
+            self._plans[self.sequential] = plan_stages(gm, gm.graph, observer_levels, op_levels, self.sequential)
+        return self._plans[self.sequential]
+
+    def remove_observers(self) -> None:
+        """Erase the observer nodes and modules: the graph computes the model again, nothing else."""
+        gm = self.graph_module
+        for nodes in self.observer_nodes.values():
+            for n in nodes:
+                gm.graph.erase_node(n)
+        for name in [n for n, _ in gm.named_children() if n.startswith(OBSERVER_PREFIX)]:
+            delattr(gm, name)
+        self.observer_nodes.clear()
+        self._plans.clear()
+        gm.recompile()
+
+    def levels(self) -> Mapping[str, int]:
+        return {g.key: g.level for g in self.groups}

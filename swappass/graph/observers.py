@@ -1,0 +1,94 @@
+"""Observers: graph nodes that collect calibration statistics of a Gram group's input (PT2E-style).
+
+An observer is an ``nn.Module`` inserted into the captured graph as a ``call_module`` node that reads a site
+input; it records what it sees and returns nothing (a side branch: the model's values are unchanged).
+:class:`GramObserver` accumulates ``G = Σ x xᵀ``; other observers (per-channel means and variances, …) subclass
+:class:`SiteObserver` and add entries to :meth:`SiteObserver.statistics`. Which one is used is chosen by the
+``observer`` factory passed to :func:`swappass.prepare` / :func:`swappass.sparsify`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..gram import GramAccumulator
+
+__all__ = ["SiteObserver", "GramObserver", "ObserverFactory", "gram_observer_factory"]
+
+
+class SiteObserver(nn.Module):
+    """Base class: sees every calibration value of one Gram group's input(s), shaped ``(..., d_in)``.
+
+    ``name`` names the group's sites (used in error messages); ``d_in`` is their input size.
+    """
+
+    def __init__(self, name: str, d_in: int) -> None:
+        super().__init__()
+        self.name = name
+        self.d_in = int(d_in)
+
+    def observe(self, x: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> None:
+        self.observe(x)
+
+    def statistics(self) -> dict[str, object]:
+        """What the pruning step needs: at least ``"G"`` (``d_in × d_in``) and ``"tokens"``."""
+        raise NotImplementedError
+
+    @property
+    def tokens(self) -> int:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """Free the collected statistics (after the group was pruned)."""
+
+
+class GramObserver(SiteObserver):
+    """Accumulates the Gram matrix of its input with :class:`swappass.GramAccumulator`.
+
+    ``dtype``: float32 (default) or float64. ``device``: where G is kept (default: the input's device;
+    ``"cpu"`` offloads G, at the cost of one device-to-host copy of ``d_in²`` values per observed batch).
+    Non-finite inputs raise :class:`swappass.NonFiniteActivationError` naming the sites.
+    """
+
+    def __init__(
+        self, name: str, d_in: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+    ) -> None:
+        super().__init__(name, d_in)
+        self.accumulator = GramAccumulator(d_in, dtype=dtype, device=device, name=name)
+
+    def observe(self, x: torch.Tensor) -> None:
+        self.accumulator.update(x)
+
+    @property
+    def tokens(self) -> int:
+        return self.accumulator.tokens
+
+    def statistics(self) -> dict[str, object]:
+        return {"G": self.accumulator.G, "tokens": self.accumulator.tokens}
+
+    def release(self) -> None:
+        self.accumulator.reset()
+
+    def extra_repr(self) -> str:
+        return f"{self.name!r}, d_in={self.d_in}, tokens={self.tokens}"
+
+
+ObserverFactory = Callable[[str, int], SiteObserver]
+"""``factory(name, d_in) -> SiteObserver``: builds the observer of one Gram group."""
+
+
+def gram_observer_factory(
+    dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> ObserverFactory:
+    """The default factory: :class:`GramObserver` with the given accumulation dtype and G device."""
+
+    def make(name: str, d_in: int) -> SiteObserver:
+        return GramObserver(name, d_in, dtype=dtype, device=device)
+
+    return make

@@ -1,0 +1,173 @@
+"""Sequential calibration schedule: dependency levels of the sites and per-level stage subgraphs.
+
+**Levels.** The level of a Gram group is the longest path, counted in active sites, from the model inputs to
+its input: 0 for groups no active site feeds, ``1 + max`` over the levels of the active sites upstream
+otherwise. In a LLaMA block: q/k/v → o_proj → gate/up → down_proj are four consecutive levels.
+
+**Stages.** Level ``k`` is calibrated by stage ``k``: the nodes needed to compute the inputs of the level-k
+observers that were not computed before. A site's own Linear node is placed after the level that prunes it, so
+everything downstream of a site sees its pruned weight. Every node runs once, in the latest stage that can
+hold it (this keeps the values alive across stage boundaries few), and only nodes that lead to an observer
+run at all (``lm_head`` and the logits never do). Each stage is an ``fx.GraphModule``
+``stage(*boundary_inputs) -> boundary_outputs``; per calibration sample, only the values that cross a stage
+boundary are cached, so the whole calibration costs one pass over the model in total, however deep it is.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import torch.fx as fx
+from torch import nn
+
+__all__ = ["SequentialOrderError", "assign_levels", "Stage", "StagePlan", "plan_stages"]
+
+
+class SequentialOrderError(ValueError):
+    """A weight is used at several depths of the graph, so sequential calibration has no order for it."""
+
+
+def assign_levels(graph: fx.Graph, site_inputs: Mapping[str, Iterable[fx.Node]], site_ops: Mapping[str, Iterable[fx.Node]]) -> dict[str, int]:
+    """Level of every group: ``{group key: level}``.
+
+    Args:
+        site_inputs: group key -> the graph values the group's observer reads.
+        site_ops: group key -> the Linear nodes of the group's (active) sites.
+    """
+    op_group = {op: key for key, ops in site_ops.items() for op in ops}
+    inputs_of = {key: list(nodes) for key, nodes in site_inputs.items()}
+    depth: dict[fx.Node, int] = {}  # highest level of an active site at or upstream of the node; -1: none
+    level: dict[str, int] = {}
+    for node in graph.nodes:
+        d = max((depth[a] for a in node.all_input_nodes), default=-1)
+        key = op_group.get(node)
+        if key is not None:
+            if key not in level:
+                pending = [x for x in inputs_of[key] if x not in depth]
+                if pending:
+                    raise SequentialOrderError(
+                        f"{key}: the weight is applied at several depths of the graph (its input {pending[0].name} "
+                        f"is computed after an earlier use of the weight), so it has no place in a sequential "
+                        f"order; pass sequential=False"
+                    )
+                level[key] = 1 + max(depth[x] for x in inputs_of[key])
+            d = max(d, level[key])
+        depth[node] = d
+    for key in site_inputs:
+        level.setdefault(key, 1 + max(depth.get(x, -1) for x in inputs_of[key]))
+    return level
+
+
+@dataclass
+class Stage:
+    """One stage subgraph: reads ``inputs`` from a sample's cache, writes ``outputs``, then drops ``drops``."""
+
+    index: int
+    module: fx.GraphModule
+    inputs: list[str]
+    outputs: list[str]
+    drops: list[str]
+    nodes: int = 0
+
+    def run(self, cache: dict[str, Any]) -> None:
+        out = self.module(*[cache[name] for name in self.inputs])
+        for name, value in zip(self.outputs, out):
+            cache[name] = value
+        for name in self.drops:
+            cache.pop(name, None)
+
+
+@dataclass
+class StagePlan:
+    """The stages of one captured graph; ``placeholders`` are the graph inputs the stages read."""
+
+    stages: list[Stage]
+    placeholders: list[str] = field(default_factory=list)
+
+    def initial_cache(self, flat_inputs: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: flat_inputs[name] for name in self.placeholders}
+
+
+def _needed(graph: fx.Graph, roots: Iterable[fx.Node]) -> set[fx.Node]:
+    seen: set[fx.Node] = set()
+    stack = list(roots)
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        stack.extend(a for a in n.all_input_nodes if a.op != "get_attr")
+    return seen
+
+
+def plan_stages(
+    root: nn.Module,
+    graph: fx.Graph,
+    observer_levels: Mapping[fx.Node, int],
+    site_op_levels: Mapping[fx.Node, int],
+    sequential: bool = True,
+) -> StagePlan:
+    """Split ``graph`` into one stage per level (a single stage when ``sequential`` is False).
+
+    Args:
+        root: the module owning the graph (parameters and observers are shared with it, not copied).
+        observer_levels: observer ``call_module`` node -> level of its group.
+        site_op_levels: Linear node of an active site -> level of its group (ignored when not sequential).
+    """
+    needed = _needed(graph, observer_levels)
+    order = [n for n in graph.nodes if n in needed]
+    placeholders = [n for n in order if n.op == "placeholder"]
+    body = [n for n in order if n.op != "placeholder"]
+    n_stages = (max(observer_levels.values(), default=0) + 1) if sequential else 1
+
+    earliest: dict[fx.Node, int] = {p: -1 for p in placeholders}
+    for n in body:
+        e = max((earliest[a] for a in n.all_input_nodes if a in needed), default=0)
+        if sequential and n in site_op_levels:
+            e = max(e, site_op_levels[n] + 1)
+        if n in observer_levels:
+            lvl = observer_levels[n] if sequential else 0
+            if e > lvl:
+                raise AssertionError(f"observer {n.name} at level {lvl} reads a value only available at stage {e}")
+            e = lvl
+        earliest[n] = max(e, 0)
+    stage: dict[fx.Node, int] = {p: -1 for p in placeholders}
+    for n in reversed(body):
+        if n in observer_levels:
+            stage[n] = earliest[n]
+            continue
+        users = [stage[u] for u in n.users if u in needed]
+        stage[n] = max(earliest[n], min(users, default=earliest[n]))
+    last_use = {n: max((stage[u] for u in n.users if u in needed), default=stage[n]) for n in order}
+
+    stages = []
+    for k in range(n_stages):
+        members = [n for n in body if stage[n] == k]
+        member_set = set(members)
+        inputs = list(dict.fromkeys(
+            a for n in members for a in n.all_input_nodes if a in needed and stage[a] < k
+        ))
+        outputs = [n for n in members if last_use[n] > k]
+        drops = [n.name for n in order if stage[n] < k and last_use[n] == k]
+        stages.append(Stage(k, _stage_module(root, members, inputs, outputs, member_set), [a.name for a in inputs],
+                            [n.name for n in outputs], drops, len(members)))
+    return StagePlan(stages, [p.name for p in placeholders])
+
+
+def _stage_module(
+    root: nn.Module, members: list[fx.Node], inputs: list[fx.Node], outputs: list[fx.Node], member_set: set[fx.Node]
+) -> fx.GraphModule:
+    g = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {a: g.placeholder(a.name) for a in inputs}
+
+    def arg(a: fx.Node) -> fx.Node:
+        if a not in env:
+            if a.op != "get_attr":
+                raise AssertionError(f"stage input {a.name} is neither cached nor an attribute")
+            env[a] = g.get_attr(a.target)
+        return env[a]
+
+    for n in members:
+        env[n] = g.node_copy(n, arg)
+    g.output(tuple(env[n] for n in outputs))
+    return fx.GraphModule(root, g)

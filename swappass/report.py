@@ -1,0 +1,168 @@
+"""What the pass did, per site: a table, JSON, and the pruned-weight records that export and the CLI consume."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from .masks import PrunedWeight
+
+__all__ = ["SiteReport", "SparsifyReport"]
+
+
+@dataclass
+class SiteReport:
+    """One Linear site.
+
+    ``shape`` is ``(d_out, d_in)``; ``status`` is ``"pruned"``, ``"skipped"`` (the pattern cannot apply; see
+    ``reason``) or ``"ignored"`` (deselected). Losses are the layer error ``||W X − (M⊙W) X||²_F`` over the
+    calibration tokens for the warm-start mask and the final mask. ``level``: sequential calibration level.
+    """
+
+    name: str
+    param: str
+    module_type: str
+    shape: tuple[int, int]
+    status: str
+    reason: str = ""
+    transposed: bool = False
+    pattern: str | None = None
+    warm_start: str | None = None
+    level: int | None = None
+    group: str | None = None
+    tokens: int = 0
+    loss_warm: float = math.nan
+    loss_final: float = math.nan
+    swaps: int = 0
+    iters: int = 0
+    seconds: float = 0.0
+    sparsity: float = 0.0
+    _packed_mask: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def relative_reduction(self) -> float:
+        """``(L_warm − L_final) / L_warm`` (0 when the warm start has no error, NaN when not pruned)."""
+        if self.status != "pruned":
+            return math.nan
+        return 0.0 if self.loss_warm <= 0 else (self.loss_warm - self.loss_final) / self.loss_warm
+
+    def set_mask(self, stored_mask: torch.Tensor) -> None:
+        """Keep the mask (shaped like the stored parameter) bit-packed on the CPU."""
+        bits = stored_mask.detach().to("cpu", torch.bool).contiguous().numpy()
+        self._packed_mask = np.packbits(bits.reshape(-1))
+        self.sparsity = 1.0 - float(bits.sum()) / bits.size
+
+    def mask(self) -> torch.Tensor | None:
+        """The mask shaped like the stored parameter (bool, True = keep), or None if the site was not pruned."""
+        if self._packed_mask is None:
+            return None
+        d0, d1 = (self.shape[1], self.shape[0]) if self.transposed else self.shape
+        bits = np.unpackbits(self._packed_mask, count=d0 * d1).astype(bool)
+        return torch.from_numpy(bits.reshape(d0, d1))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        d["shape"] = list(self.shape)
+        d["relative_reduction"] = self.relative_reduction
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+
+
+@dataclass
+class SparsifyReport:
+    """Per-site results of :func:`swappass.sparsify` (``rows`` in graph order) and the run's settings."""
+
+    rows: list[SiteReport] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def __iter__(self) -> Iterator[SiteReport]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, name: str) -> SiteReport:
+        for r in self.rows:
+            if name in (r.name, r.param):
+                return r
+        raise KeyError(f"no site named {name!r} in the report")
+
+    @property
+    def pruned(self) -> list[SiteReport]:
+        return [r for r in self.rows if r.status == "pruned"]
+
+    @property
+    def skipped(self) -> list[SiteReport]:
+        return [r for r in self.rows if r.status == "skipped"]
+
+    @property
+    def ignored(self) -> list[SiteReport]:
+        return [r for r in self.rows if r.status == "ignored"]
+
+    @property
+    def mean_relative_reduction(self) -> float:
+        vals = [r.relative_reduction for r in self.pruned]
+        return float(np.mean(vals)) if vals else math.nan
+
+    def pruned_weights(self) -> list[PrunedWeight]:
+        """One :class:`swappass.masks.PrunedWeight` per pruned site (mask shaped like the stored parameter)."""
+        return [PrunedWeight(r.param, r.mask(), r.pattern or "", r.transposed) for r in self.pruned]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "settings": self.settings,
+            "seconds": self.seconds,
+            "mean_relative_reduction": None if math.isnan(self.mean_relative_reduction) else self.mean_relative_reduction,
+            "sites": [r.to_dict() for r in self.rows],
+        }
+
+    def to_json(self, path: str | Path | None = None, indent: int = 2) -> str:
+        """The report as JSON text (masks are not included); also written to ``path`` if given."""
+        text = json.dumps(self.to_dict(), indent=indent, default=str)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SparsifyReport":
+        names = set(SiteReport.__dataclass_fields__) - {"_packed_mask"}
+        rows = []
+        for d in data.get("sites", []):
+            kw = {k: v for k, v in d.items() if k in names}
+            kw["shape"] = tuple(kw["shape"])
+            for k in ("loss_warm", "loss_final"):
+                kw[k] = math.nan if kw.get(k) is None else kw[k]
+            rows.append(SiteReport(**kw))
+        return cls(rows, dict(data.get("settings", {})), float(data.get("seconds", 0.0)))
+
+    def __str__(self) -> str:
+        header = ("site", "shape", "pattern", "warm loss", "final loss", "reduction", "swaps", "time s")
+        lines, notes = [], []
+        for r in self.rows:
+            shape = f"{r.shape[0]}×{r.shape[1]}"
+            if r.status == "pruned":
+                lines.append((r.name, shape, r.pattern or "", f"{r.loss_warm:.4g}", f"{r.loss_final:.4g}",
+                              f"{100 * r.relative_reduction:.2f}%", str(r.swaps), f"{r.seconds:.2f}"))
+                notes.append("")
+            else:
+                lines.append((r.name, shape, r.status, "", "", "", "", ""))
+                notes.append(r.reason)
+        widths = [max([len(h)] + [len(cells[i]) for cells in lines]) for i, h in enumerate(header)]
+
+        def fmt(cells: tuple[str, ...], note: str = "") -> str:
+            text = "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+            return (text.rstrip() + ("  " + note if note else "")).rstrip()
+
+        body = [fmt(header), fmt(tuple("-" * w for w in widths))]
+        body += [fmt(cells, note) for cells, note in zip(lines, notes)]
+        mean = self.mean_relative_reduction
+        body.append(
+            f"{len(self.pruned)} pruned, {len(self.skipped)} skipped, {len(self.ignored)} ignored; mean relative "
+            f"error reduction {'n/a' if math.isnan(mean) else f'{100 * mean:.2f}%'}; {self.seconds:.1f} s"
+        )
+        return "\n".join(body)
