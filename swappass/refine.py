@@ -145,7 +145,9 @@ def _swap_step(
     return rows, SwapChoice(choice.delta[ok], u, p)
 
 
-def _resync(w: torch.Tensor, keep: torch.Tensor, G: torch.Tensor, c: torch.Tensor, loss: torch.Tensor, rows: torch.Tensor) -> None:
+def _resync(
+    w: torch.Tensor, keep: torch.Tensor, G: torch.Tensor, c: torch.Tensor, loss: torch.Tensor, rows: torch.Tensor
+) -> None:
     """Re-derive ``c`` and the row errors of ``rows`` exactly (no incremental drift)."""
     e = w[rows] * ~keep[rows]
     c[rows] = e @ G

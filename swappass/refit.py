@@ -58,7 +58,9 @@ class RefitResult:
 def reconstruction_loss(
     W: torch.Tensor, G: torch.Tensor, W_new: torch.Tensor, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
-    """Per-row output error ``(w − w')ᵀ G (w − w')`` of new weights ``W_new`` (both ``d_out × d_in``), shape (d_out,).
+    """Per-row output error ``(w − w')ᵀ G (w − w')`` of new weights ``W_new``, shape (d_out,).
+
+    ``W``, ``W_new``: ``d_out × d_in``; ``G``: ``d_in × d_in``.
 
     With ``W_new = W ⊙ mask`` this is :func:`swappass.layer_loss`.
     """

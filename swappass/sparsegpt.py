@@ -101,7 +101,8 @@ def sparsegpt_prune(
         blocksize, percdamp: the reference's defaults, 128 and 0.01.
         n_samples: calibration sequences; if given, ``H = 2·G / n_samples`` as in the reference, otherwise
             ``H = G`` (identical results unless some input is dead, see the module docstring).
-        dtype: float32 (the reference's) or float64; default float64 only if W or G is float64. device: where to run (default: W's device).
+        dtype: float32 (the reference's) or float64; default float64 only if W or G is float64.
+        device: where to run (default: W's device).
     """
     pattern = parse_pattern(pattern)
     check_layer(W, G, pattern=pattern, name=name)

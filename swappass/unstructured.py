@@ -24,13 +24,13 @@ moves, not just the best one).
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
 from . import kernels
 from .patterns import PatternLike, UnstructuredSparsity, parse_pattern
-from .refine import RefineResult, _make_search, _memory_plan, _resolve_backend, _resync, _swap_step, _work_dtype, layer_loss
+from .refine import (
+    RefineResult, _make_search, _memory_plan, _resolve_backend, _resync, _swap_step, _work_dtype, layer_loss,
+)
 from .search import SwapChoice, swap_terms
 from .validate import check_layer
 
@@ -77,7 +77,7 @@ def greedy_cross_moves(
 
     The first is the exact best move over all rows (``min_{i≠j} A_i + B_j``); each next one is the exact best
     over the rows not yet used. Stops at the first candidate with ``delta >= threshold`` (later ones are not
-    better: the candidate set only shrinks). Runs on the host; O(rows log rows) plus O(1) per move.
+    better: the candidate set only shrinks). Runs on the host: two sorts of ``rows`` values, then a pointer walk.
     """
     R = A.numel()
     if R < 2:
@@ -162,10 +162,12 @@ def refine_unstructured(
     """
     pattern = parse_pattern(pattern)
     if not isinstance(pattern, UnstructuredSparsity):
-        raise TypeError(f"{name}: refine_unstructured needs an unstructured pattern such as 'unstructured:0.6', got {pattern}")
+        raise TypeError(
+            f"{name}: refine_unstructured needs an unstructured pattern such as 'unstructured:0.6', got {pattern}"
+        )
     check_layer(W, G, mask, pattern, name=name)
     for label, v in (("max_iters", max_iters), ("max_cross_steps", max_cross_steps)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+        if (v is not None or label == "max_iters") and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
             raise ValueError(f"{name}: {label} must be a non-negative integer, got {v!r}")
     dev = torch.device(device) if device is not None else W.device
     dt = _work_dtype(W, G, dtype=dtype)
@@ -199,7 +201,8 @@ def refine_unstructured(
             if record_moves:
                 _log_swaps(moves_log, swapped, choice)
         touched, n_steps = _cross_phase(
-            w, c, keep, loss, Gw, gdiag, rtol, max_cross_steps, pruned_x, restored_x, moves_log if record_moves else None
+            w, c, keep, loss, Gw, gdiag, rtol, max_cross_steps, pruned_x, restored_x,
+            moves_log if record_moves else None,
         )
         steps += n_steps
         dirty |= touched

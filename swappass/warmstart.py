@@ -65,8 +65,14 @@ def warm_start_scores(W: torch.Tensor, G: torch.Tensor | None, method: str = "wa
     try:
         fn = WARM_STARTS[method]
     except KeyError:
-        hint = " (its selection scores are sparsegpt_prune(...).scores)" if method == "sparsegpt" else ""
-        raise ValueError(f"no warm-start score {method!r}{hint}; choose one of {sorted(WARM_STARTS)}") from None
+        if method == "sparsegpt":
+            raise ValueError(
+                "warm start 'sparsegpt' has no fixed score function; its selection scores are "
+                "sparsegpt_prune(...).scores"
+            ) from None
+        raise ValueError(
+            f"unknown warm start {method!r}; choose one of {sorted(WARM_STARTS)} (warm_start also takes 'sparsegpt')"
+        ) from None
     Wf = W.detach().float() if W.dtype not in (torch.float32, torch.float64) else W.detach()
     return fn(Wf, G)
 

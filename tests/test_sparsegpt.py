@@ -155,5 +155,5 @@ def test_bad_inputs_are_named():
         sp.sparsegpt_prune(W, G, "4:8")
     with pytest.raises(ValueError, match="not positive definite"):
         sp.sparsegpt_prune(W, -G, "0.5", percdamp=0.0)
-    with pytest.raises(ValueError, match="no warm-start score 'sparsegpt'"):
+    with pytest.raises(ValueError, match="'sparsegpt' has no fixed score function"):
         sp.warm_start_scores(W, G, "sparsegpt")

@@ -204,3 +204,22 @@ def test_bad_inputs_are_named():
         sp.refine_mask(W, G, torch.ones(4, 6, dtype=torch.bool), "unstructured:0.5", name="blk.3.v")
     with pytest.raises(TypeError, match="needs an unstructured pattern"):
         sp.refine_unstructured(W, G, sp.warm_start(W, G, "0.5"), "0.5")
+
+
+def test_a_fast_backend_without_unstructured_support_falls_back_to_torch(monkeypatch):
+    from swappass import kernels
+
+    def make(pattern, G):
+        if isinstance(pattern, UnstructuredSparsity):
+            raise NotImplementedError("fixed per-row counts only")
+        raise AssertionError("not used here")
+
+    monkeypatch.setitem(kernels._REGISTRY, "fake", (lambda device: True, make))
+    monkeypatch.setattr(kernels, "available_backends", lambda device: ["fake"])
+    W, G = make_layer(5, 8, 1)
+    mask0 = sp.warm_start(W, G, "unstructured:0.5", "wanda")
+    res = sp.refine_mask(W, G, mask0, "unstructured:0.5")  # backend="auto"
+    assert res.info["backend"] == "torch"
+    assert torch.equal(res.mask, sp.refine_mask(W, G, mask0, "unstructured:0.5", backend="torch").mask)
+    with pytest.raises(NotImplementedError, match="fixed per-row counts"):
+        sp.refine_mask(W, G, mask0, "unstructured:0.5", backend="fake")
