@@ -38,3 +38,36 @@ def make_search(backend: str, pattern: SparsityPattern, G: torch.Tensor) -> Sear
     if backend not in _REGISTRY:
         raise ValueError(f"search backend {backend!r} is not available; registered: {sorted(_REGISTRY)}")
     return _REGISTRY[backend][1](pattern, G)
+
+
+def _triton_available(device: torch.device) -> bool:
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _make_triton(pattern: SparsityPattern, G: torch.Tensor) -> SearchFn:
+    from ..patterns import NMSparsity
+    from ..search import nm_diag_blocks
+    from . import triton_search
+
+    gdiag = G.diagonal().contiguous().float()
+    Gf = G.contiguous().float()
+    if isinstance(pattern, NMSparsity):
+        blocks = nm_diag_blocks(Gf, pattern.m)
+        search = lambda w, c, keep, active=None: triton_search.nm_search(  # noqa: E731
+            w, c, keep, blocks, gdiag, pattern.m, active=active
+        )
+    else:
+        search = lambda w, c, keep, active=None: triton_search.row_search(  # noqa: E731
+            w, c, keep, Gf, gdiag, active=active
+        )
+    search.supports_active = True  # the device-side refinement loop may pass an `active` row flag
+    return search
+
+
+register_backend("triton", _triton_available, _make_triton)
