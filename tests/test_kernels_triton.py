@@ -93,3 +93,35 @@ def test_device_loop_with_triton_search_equals_host_loop(pattern):
     s_host, it_host = _refine_batch(w, k_host, G, torch_search, 40, 1e-6, 16)
     assert torch.equal(k_dev, k_host) and torch.equal(s_dev, s_host) and it_dev == it_host
     assert int(s_host.sum()) > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="Gluon kernels need an NVIDIA GPU (no interpreter)")
+@pytest.mark.parametrize("R, d, pattern", [(37, 96, "0.6"), (64, 130, "0.5"), (128, 512, "0.6")])
+@pytest.mark.parametrize("config", [(4, 4, 8, 4, 8, 2, 2), (2, 4, 8, 4, 8, 1, 2)])
+def test_gluon_kernel_matches_torch(R, d, pattern, config):
+    from swappass.kernels.gluon_search import row_search_gluon
+
+    w, c, keep, G = problem(R, d, pattern, seed=R + d)
+    ref = search_rows_torch(w, c, keep, G, G.diagonal())
+    active = torch.ones(R, dtype=torch.bool, device=DEVICE)
+    active[::5] = False
+    got = row_search_gluon(w.float(), c.float(), keep, G.float(), G.diagonal().float(), active=active, config=config)
+    on = active.cpu()
+    assert torch.all(got.delta[~active] == float("inf"))
+    assert torch.equal(got.u.cpu()[on], ref.u.cpu()[on]) and torch.equal(got.p.cpu()[on], ref.p.cpu()[on])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("pattern", ["0.6", "2:4"])
+def test_refine_mask_cuda_backends_equal_torch(pattern):
+    import swappass as sp
+    from swappass import kernels
+
+    w, _, _, G = problem(96, 128, pattern, seed=7)
+    w, G = w.float(), G.float()
+    mask = sp.warm_start(w, G, pattern, "wanda")
+    ref = sp.refine_mask(w, G, mask, pattern, max_iters=30, backend="torch")
+    for backend in kernels.available_backends("cuda"):
+        got = sp.refine_mask(w, G, mask, pattern, max_iters=30, backend=backend)
+        assert torch.equal(got.mask, ref.mask), backend
+        assert torch.equal(got.swaps, ref.swaps) and got.iters == ref.iters, backend

@@ -9,7 +9,6 @@ included), and whether the chosen pairs equal the torch search's on the first ro
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from pathlib import Path
@@ -22,10 +21,12 @@ from swappass.kernels import triton_search as ts  # noqa: E402
 from swappass.patterns import parse_pattern  # noqa: E402
 from swappass.search import search_rows_torch  # noqa: E402
 
-CONFIGS = [
-    (br, bu, bp, wp)
-    for br, bu, bp, wp in itertools.product([8, 16, 32], [32, 64], [16, 32], [4, 8])
-    if br * bu * bp // (32 * wp) <= 128
+TRITON_CONFIGS = [(16, 32, 16, 8), (8, 64, 16, 8), (16, 64, 16, 8), (32, 32, 16, 8)]
+# Gluon: (RT, UT, BP, TR, TU, WR, WU) -- see swappass/kernels/gluon_search.py
+GLUON_CONFIGS = [
+    (4, 4, 8, 4, 8, 2, 2), (4, 4, 8, 4, 8, 2, 4), (4, 4, 8, 4, 8, 4, 2), (4, 4, 8, 8, 4, 2, 2),
+    (2, 4, 8, 4, 8, 2, 2), (4, 2, 8, 4, 8, 2, 2), (4, 4, 4, 4, 8, 2, 2), (2, 8, 8, 4, 8, 2, 2),
+    (8, 2, 8, 4, 8, 2, 2), (4, 4, 8, 2, 16, 2, 2), (4, 4, 8, 4, 8, 1, 4), (4, 4, 8, 4, 8, 1, 2),
 ]
 
 
@@ -38,13 +39,13 @@ def main() -> None:
     ap.add_argument("--pattern", default="0.6")
     ap.add_argument("--check-rows", type=int, default=64)
     ap.add_argument("--top", type=int, default=5, help="configs carried from the first dim to the others")
-    ap.add_argument("--variants", nargs="+", default=["up", "pu"])
+    ap.add_argument("--variants", nargs="+", default=["gluon", "up", "pu"])
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     pattern = parse_pattern(args.pattern)
     out = []
     print(torch.cuda.get_device_name(), "triton", triton.__version__, "torch", torch.__version__)
-    candidates = [(v, cfg) for v in args.variants for cfg in CONFIGS]
+    candidates = [(v, cfg) for v in args.variants for cfg in (GLUON_CONFIGS if v == "gluon" else TRITON_CONFIGS)]
     for d in args.dims:
         torch.manual_seed(0)
         X = torch.randn(d, 2048, device="cuda") * (0.1 + torch.rand(d, 1, device="cuda"))
@@ -62,6 +63,10 @@ def main() -> None:
         ref = search_rows_torch(w[:n], c[:n], keep[:n], G, gd)
         for variant, cfg in candidates:
             def call():
+                if variant == "gluon":
+                    from swappass.kernels.gluon_search import row_search_gluon
+
+                    return row_search_gluon(w, c, keep, G, gd, config=cfg)
                 return ts.row_search(w, c, keep, G, gd, config=cfg, variant=variant)
             try:
                 got = call()

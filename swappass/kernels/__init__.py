@@ -50,7 +50,17 @@ def _triton_available(device: torch.device) -> bool:
     return True
 
 
-def _make_triton(pattern: SparsityPattern, G: torch.Tensor) -> SearchFn:
+def _gluon_available(device: torch.device) -> bool:
+    if not _triton_available(device):
+        return False
+    try:
+        from triton.experimental import gluon  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _make_gpu_search(pattern: SparsityPattern, G: torch.Tensor, use_gluon: bool) -> SearchFn:
     from ..patterns import NMSparsity
     from ..search import nm_diag_blocks
     from . import triton_search
@@ -59,15 +69,29 @@ def _make_triton(pattern: SparsityPattern, G: torch.Tensor) -> SearchFn:
     Gf = G.contiguous().float()
     if isinstance(pattern, NMSparsity):
         blocks = nm_diag_blocks(Gf, pattern.m)
-        search = lambda w, c, keep, active=None: triton_search.nm_search(  # noqa: E731
-            w, c, keep, blocks, gdiag, pattern.m, active=active
-        )
+
+        def search(w, c, keep, active=None):
+            return triton_search.nm_search(w, c, keep, blocks, gdiag, pattern.m, active=active)
+    elif use_gluon:
+        from .gluon_search import row_search_gluon
+
+        def search(w, c, keep, active=None):
+            return row_search_gluon(w, c, keep, Gf, gdiag, active=active)
     else:
-        search = lambda w, c, keep, active=None: triton_search.row_search(  # noqa: E731
-            w, c, keep, Gf, gdiag, active=active
-        )
+        def search(w, c, keep, active=None):
+            return triton_search.row_search(w, c, keep, Gf, gdiag, active=active)
+
     search.supports_active = True  # the device-side refinement loop may pass an `active` row flag
     return search
 
 
+def _make_triton(pattern: SparsityPattern, G: torch.Tensor) -> SearchFn:
+    return _make_gpu_search(pattern, G, use_gluon=False)
+
+
+def _make_gluon(pattern: SparsityPattern, G: torch.Tensor) -> SearchFn:
+    return _make_gpu_search(pattern, G, use_gluon=True)
+
+
+register_backend("gluon", _gluon_available, _make_gluon)
 register_backend("triton", _triton_available, _make_triton)

@@ -25,7 +25,7 @@ from ..search import SwapChoice, swap_terms
 
 __all__ = ["row_search", "nm_search", "DEFAULT_ROW_CONFIG"]
 
-INF = float("inf")
+INF = tl.constexpr(float("inf"))  # kernels may only read constexpr globals
 
 
 @triton.jit
@@ -190,7 +190,7 @@ def row_search(
     w, a, b, act = _prepare(w, c, keep, gdiag, active)
     order = torch.argsort(act == 0, stable=True).to(torch.int32)  # active rows first, no host sync
     n_utiles = triton.cdiv(D, BU)
-    val = torch.full((R, n_utiles), INF, dtype=torch.float32, device=w.device)
+    val = torch.full((R, n_utiles), float("inf"), dtype=torch.float32, device=w.device)
     us = torch.zeros((R, n_utiles), dtype=torch.int32, device=w.device)
     ps = torch.zeros((R, n_utiles), dtype=torch.int32, device=w.device)
     grid = (triton.cdiv(R, BR), n_utiles)
@@ -221,7 +221,7 @@ def nm_search(
     BB = BB or max(1, 256 // (m * m))
     w, a, b, act = _prepare(w, c, keep, gdiag, active)
     n_chunks = triton.cdiv(D // m, BB)
-    val = torch.full((R, n_chunks), INF, dtype=torch.float32, device=w.device)
+    val = torch.full((R, n_chunks), float("inf"), dtype=torch.float32, device=w.device)
     idx = torch.zeros((R, n_chunks), dtype=torch.int64, device=w.device)
     grid = (triton.cdiv(R, BR), n_chunks)
     _nm_search_kernel[grid](w, a, b, G_blocks.contiguous().float(), act, val, idx, R, D, n_chunks, M=m, BR=BR, BB=BB)

@@ -1,0 +1,148 @@
+"""Register-tiled swap search written in Gluon (Triton's explicit-layout dialect) for NVIDIA GPUs.
+
+Same contract and outputs as :func:`swappass.kernels.triton_search.row_search`; the difference is the layout.
+Each thread owns an ``RT × UT × BP`` block of (row, prune candidate u, restore candidate p) scores with the whole
+p-extent in its registers, so the minimum over p needs no shuffles, every G value is reused by ``RT`` rows and
+every ``w_p``/``b_p`` value by ``UT`` candidates straight from registers (the register tiling of an SGEMM, applied
+to the three-operand score ``b_p + (−2 w_u G_up) w_p``). Plain Triton picks its own layout for such a 3-D
+broadcast and spreads p over lanes, which costs shuffles on every tile.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+
+from ..search import SwapChoice
+from .triton_search import _prepare
+
+__all__ = ["row_search_gluon", "DEFAULT_GLUON_CONFIG"]
+
+INF = gl.constexpr(float("inf"))
+
+# (RT, UT, BP, TR, TU, WR, WU): per-thread rows / candidates / p-extent, lanes over rows / candidates,
+# warps over rows / candidates. Tile = (RT·TR·WR rows) × (UT·TU·WU candidates u), streamed over p.
+DEFAULT_GLUON_CONFIG = (4, 4, 8, 4, 8, 2, 2)
+
+
+@gluon.jit
+def _row_search_gluon_kernel(
+    W, A, B, G, ORDER, ACTIVE, OUT_VAL, OUT_U, OUT_P,
+    R, D, n_utiles,
+    RT: gl.constexpr, UT: gl.constexpr, BP: gl.constexpr,
+    TR: gl.constexpr, TU: gl.constexpr, WR: gl.constexpr, WU: gl.constexpr, EVEN_D: gl.constexpr,
+):
+    BR: gl.constexpr = RT * TR * WR
+    BU: gl.constexpr = UT * TU * WU
+    L3: gl.constexpr = gl.BlockedLayout([RT, UT, BP], [TR, TU, 1], [WR, WU, 1], [2, 1, 0])
+    L_ru: gl.constexpr = gl.SliceLayout(2, L3)  # [BR, BU]
+    L_rp: gl.constexpr = gl.SliceLayout(1, L3)  # [BR, BP]
+    L_up: gl.constexpr = gl.SliceLayout(0, L3)  # [BU, BP]
+
+    pid_r = gl.program_id(0)
+    pid_u = gl.program_id(1)
+    first_active = gl.load(ACTIVE + gl.load(ORDER + pid_r * BR))
+    if first_active != 0:
+        # row indices in the two row-carrying layouts
+        slots_ru = pid_r * BR + gl.arange(0, BR, layout=gl.SliceLayout(1, L_ru))
+        slots_rp = pid_r * BR + gl.arange(0, BR, layout=gl.SliceLayout(1, L_rp))
+        rows_ru = gl.load(ORDER + slots_ru, mask=slots_ru < R, other=gl.load(ORDER))
+        rows_rp = gl.load(ORDER + slots_rp, mask=slots_rp < R, other=gl.load(ORDER))
+        ok_ru = (slots_ru < R) & (gl.load(ACTIVE + rows_ru, mask=slots_ru < R, other=0) != 0)
+        off_ru = rows_ru.to(gl.int64) * D
+        off_rp = rows_rp.to(gl.int64) * D
+
+        us_ru = pid_u * BU + gl.arange(0, BU, layout=gl.SliceLayout(0, L_ru))
+        us_up = pid_u * BU + gl.arange(0, BU, layout=gl.SliceLayout(1, L_up))
+        # out-of-range rows/candidates read valid memory (row ORDER[0], column D-1) and are masked at the end
+        ru_off = gl.expand_dims(off_ru, 1) + gl.expand_dims(gl.minimum(us_ru, D - 1), 0)
+        ru_mask = gl.expand_dims(ok_ru, 1) & gl.expand_dims(us_ru < D, 0)
+        v3 = gl.expand_dims(-2.0 * gl.load(W + ru_off), 2)
+
+        p_rp = gl.arange(0, BP, layout=gl.SliceLayout(0, L_rp))
+        p_up = gl.arange(0, BP, layout=gl.SliceLayout(0, L_up))
+        rp_base = gl.expand_dims(off_rp, 1) + gl.expand_dims(p_rp, 0)
+        up_base = gl.expand_dims(gl.minimum(us_up, D - 1).to(gl.int64) * D, 1) + gl.expand_dims(p_up, 0)
+
+        best = gl.full([BR, BU], float("inf"), gl.float32, layout=L_ru)
+        best_p0 = gl.full([BR, BU], 0, gl.int32, layout=L_ru)
+        for p0 in range(0, D, BP):
+            if EVEN_D:
+                w_p = gl.load(W + rp_base + p0)
+                b_p = gl.load(B + rp_base + p0)
+                g = gl.load(G + up_base + p0)
+            else:
+                w_p = gl.load(W + rp_base + p0, mask=gl.expand_dims(p0 + p_rp < D, 0), other=0.0)
+                b_p = gl.load(B + rp_base + p0, mask=gl.expand_dims(p0 + p_rp < D, 0), other=INF)
+                g = gl.load(G + up_base + p0, mask=gl.expand_dims(p0 + p_up < D, 0), other=0.0)
+            s = (gl.expand_dims(g, 0) * v3) * gl.expand_dims(w_p, 1) + gl.expand_dims(b_p, 1)
+            m = gl.min(s, axis=2)
+            better = m < best
+            best = gl.where(better, m, best)
+            best_p0 = gl.where(better, p0, best_p0)
+        v_u = gl.sum(v3, axis=2)
+
+        a_u = gl.load(A + ru_off, mask=ru_mask, other=INF)
+        total = best + a_u
+        val = gl.min(total, axis=1)
+        cols = gl.expand_dims(gl.arange(0, BU, layout=gl.SliceLayout(0, L_ru)), 0)
+        iu = gl.min(gl.where(total == gl.expand_dims(val, 1), cols, BU), axis=1)  # lowest u among the minima
+        pick = cols == gl.expand_dims(iu, 1)
+        v_best = gl.sum(gl.where(pick, v_u, 0.0), axis=1)
+        p0_best = gl.sum(gl.where(pick, best_p0, 0), axis=1)
+        u_best = pid_u * BU + iu
+
+        # recover p: re-evaluate the winning u's best p-tile in the [rows, p] layout
+        L_fin: gl.constexpr = gl.BlockedLayout([1, BP], [32, 1], [WR * WU, 1], [1, 0])
+        rows_f = gl.convert_layout(rows_ru, gl.SliceLayout(1, L_fin))
+        ok_f = gl.convert_layout(ok_ru, gl.SliceLayout(1, L_fin))
+        u_f = gl.convert_layout(u_best, gl.SliceLayout(1, L_fin))
+        v_f = gl.convert_layout(v_best, gl.SliceLayout(1, L_fin))
+        p0_f = gl.convert_layout(p0_best, gl.SliceLayout(1, L_fin))
+        ps = gl.expand_dims(p0_f, 1) + gl.expand_dims(gl.arange(0, BP, layout=gl.SliceLayout(0, L_fin)), 0)
+        fmask = gl.expand_dims(ok_f, 1) & (ps < D)
+        roff = gl.expand_dims(rows_f.to(gl.int64) * D, 1)
+        w_p = gl.load(W + roff + ps, mask=fmask, other=0.0)
+        b_p = gl.load(B + roff + ps, mask=fmask, other=INF)
+        g = gl.load(G + gl.expand_dims(u_f.to(gl.int64) * D, 1) + ps, mask=fmask & gl.expand_dims(u_f < D, 1), other=0.0)
+        s = (g * gl.expand_dims(v_f, 1)) * w_p + b_p
+        s_min = gl.min(s, axis=1)
+        pcols = gl.expand_dims(gl.arange(0, BP, layout=gl.SliceLayout(0, L_fin)), 0)
+        ip = gl.min(gl.where(s == gl.expand_dims(s_min, 1), pcols, BP), axis=1)  # lowest p among the minima
+
+        val_f = gl.convert_layout(val, gl.SliceLayout(1, L_fin))
+        out = rows_f.to(gl.int64) * n_utiles + pid_u
+        gl.store(OUT_VAL + out, val_f, mask=ok_f)
+        gl.store(OUT_U + out, u_f, mask=ok_f)
+        gl.store(OUT_P + out, p0_f + ip, mask=ok_f)
+
+
+def row_search_gluon(
+    w: torch.Tensor,
+    c: torch.Tensor,
+    keep: torch.Tensor,
+    G: torch.Tensor,
+    gdiag: torch.Tensor,
+    active: torch.Tensor | None = None,
+    config: tuple[int, ...] = DEFAULT_GLUON_CONFIG,
+) -> SwapChoice:
+    """Best swap per row over kept × pruned pairs (float32, CUDA). Inactive rows return ``+inf``."""
+    R, D = w.shape
+    RT, UT, BP, TR, TU, WR, WU = config
+    if TR * TU != 32:
+        raise ValueError(f"gluon config {config}: lanes over rows × candidates must be 32, got {TR}×{TU}")
+    BR, BU = RT * TR * WR, UT * TU * WU
+    w, a, b, act = _prepare(w, c, keep, gdiag, active)
+    order = torch.argsort(act == 0, stable=True).to(torch.int32)
+    n_utiles = triton.cdiv(D, BU)
+    val = torch.full((R, n_utiles), float("inf"), dtype=torch.float32, device=w.device)
+    us = torch.zeros((R, n_utiles), dtype=torch.int32, device=w.device)
+    ps = torch.zeros((R, n_utiles), dtype=torch.int32, device=w.device)
+    grid = (triton.cdiv(R, BR), n_utiles)
+    _row_search_gluon_kernel[grid](
+        w, a, b, G.contiguous().float(), order, act, val, us, ps, R, D, n_utiles,
+        RT=RT, UT=UT, BP=BP, TR=TR, TU=TU, WR=WR, WU=WU, EVEN_D=D % BP == 0, num_warps=WR * WU,
+    )
+    best, tile = val.min(dim=1)
+    return SwapChoice(best, us.gather(1, tile[:, None])[:, 0].long(), ps.gather(1, tile[:, None])[:, 0].long())
