@@ -97,15 +97,18 @@ def test_device_loop_with_triton_search_equals_host_loop(pattern):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="Gluon kernels need an NVIDIA GPU (no interpreter)")
 @pytest.mark.parametrize("R, d, pattern", [(37, 96, "0.6"), (64, 130, "0.5"), (128, 512, "0.6")])
-@pytest.mark.parametrize("config", [(4, 4, 8, 4, 8, 2, 2), (2, 4, 8, 4, 8, 1, 2)])
-def test_gluon_kernel_matches_torch(R, d, pattern, config):
+@pytest.mark.parametrize(
+    "variant, config",
+    [("tile", (4, 4, 8, 4, 8, 2, 2)), ("tile", (2, 4, 8, 4, 8, 1, 2)), ("acc", (4, 4, 4, 8, 4, 2, 2)), ("acc", (2, 4, 4, 8, 4, 2, 2))],
+)
+def test_gluon_kernel_matches_torch(R, d, pattern, variant, config):
     from swappass.kernels.gluon_search import row_search_gluon
 
     w, c, keep, G = problem(R, d, pattern, seed=R + d)
     ref = search_rows_torch(w, c, keep, G, G.diagonal())
     active = torch.ones(R, dtype=torch.bool, device=DEVICE)
     active[::5] = False
-    got = row_search_gluon(w.float(), c.float(), keep, G.float(), G.diagonal().float(), active=active, config=config)
+    got = row_search_gluon(w.float(), c.float(), keep, G.float(), G.diagonal().float(), active=active, config=config, variant=variant)
     on = active.cpu()
     assert torch.all(got.delta[~active] == float("inf"))
     assert torch.equal(got.u.cpu()[on], ref.u.cpu()[on]) and torch.equal(got.p.cpu()[on], ref.p.cpu()[on])

@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("--patterns", nargs="+", default=["0.6", "2:4"])
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--torch-iters", type=int, default=3)
+    ap.add_argument("--profile", action="store_true", help="print where the time of a few iterations goes")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     fast = kernels.available_backends(args.device)
@@ -71,8 +72,28 @@ def main() -> None:
                 print(f"{shape:12s} {pattern:5s} {r['backend']:7s} iters={r['iters']:3d}/{iters:<3d} "
                       f"{r['seconds']:8.2f} s  {r['sec_per_iter'] * 1e3:9.2f} ms/iter  swaps/row={r['swaps_mean']:6.2f} "
                       f"reduction={r['reduction']:.4f}  peak={r['peak_gib']:.2f} GiB", flush=True)
+    if args.profile:
+        profile(args)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+
+
+def profile(args) -> None:
+    """torch.profiler table of 10 refinement iterations of the first shape and pattern, fastest backend."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    d_out, d_in = (int(x) for x in args.shapes[0].split("x"))
+    W, G = make_layer(d_out, d_in, args.device)
+    pattern = args.patterns[0]
+    mask = sp.warm_start(W, G, pattern, "wanda")
+    sp.refine_mask(W, G, mask, pattern, max_iters=2)  # warm-up / compile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
+    with torch_profile(activities=acts) as prof:
+        sp.refine_mask(W, G, mask, pattern, max_iters=10)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+    key = "cuda_time_total" if args.device.startswith("cuda") else "cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=15))
 
 
 if __name__ == "__main__":

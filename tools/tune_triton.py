@@ -21,13 +21,14 @@ from swappass.kernels import triton_search as ts  # noqa: E402
 from swappass.patterns import parse_pattern  # noqa: E402
 from swappass.search import search_rows_torch  # noqa: E402
 
-TRITON_CONFIGS = [(16, 32, 16, 8), (8, 64, 16, 8), (16, 64, 16, 8), (32, 32, 16, 8)]
-# Gluon: (RT, UT, BP, TR, TU, WR, WU) -- see swappass/kernels/gluon_search.py
-GLUON_CONFIGS = [
-    (4, 4, 8, 4, 8, 2, 2), (4, 4, 8, 4, 8, 2, 4), (4, 4, 8, 4, 8, 4, 2), (4, 4, 8, 8, 4, 2, 2),
-    (2, 4, 8, 4, 8, 2, 2), (4, 2, 8, 4, 8, 2, 2), (4, 4, 4, 4, 8, 2, 2), (2, 8, 8, 4, 8, 2, 2),
-    (8, 2, 8, 4, 8, 2, 2), (4, 4, 8, 2, 16, 2, 2), (4, 4, 8, 4, 8, 1, 4), (4, 4, 8, 4, 8, 1, 2),
+TRITON_CONFIGS = [(16, 32, 16, 8), (8, 64, 16, 8)]
+# Gluon "acc" variant (elementwise running min + register prefetch), same tuple layout
+ACC_CONFIGS = [
+    (4, 4, 4, 8, 4, 2, 2), (2, 4, 4, 8, 4, 2, 2), (2, 4, 4, 8, 4, 4, 2), (2, 4, 4, 8, 4, 2, 4), (2, 4, 4, 4, 8, 2, 2),
+    (4, 2, 4, 8, 4, 2, 2), (4, 4, 2, 8, 4, 2, 2), (2, 4, 4, 16, 2, 2, 2), (2, 4, 4, 8, 4, 1, 2), (4, 4, 4, 8, 4, 1, 2),
 ]
+# Gluon: (RT, UT, BP, TR, TU, WR, WU) -- see swappass/kernels/gluon_search.py
+GLUON_CONFIGS = [(4, 4, 8, 8, 4, 2, 2), (4, 4, 8, 16, 2, 2, 2), (4, 4, 8, 8, 4, 4, 1)]
 
 
 def main() -> None:
@@ -39,13 +40,14 @@ def main() -> None:
     ap.add_argument("--pattern", default="0.6")
     ap.add_argument("--check-rows", type=int, default=64)
     ap.add_argument("--top", type=int, default=5, help="configs carried from the first dim to the others")
-    ap.add_argument("--variants", nargs="+", default=["gluon", "up", "pu"])
+    ap.add_argument("--variants", nargs="+", default=["acc", "gluon", "up"])
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     pattern = parse_pattern(args.pattern)
     out = []
     print(torch.cuda.get_device_name(), "triton", triton.__version__, "torch", torch.__version__)
-    candidates = [(v, cfg) for v in args.variants for cfg in (GLUON_CONFIGS if v == "gluon" else TRITON_CONFIGS)]
+    table = {"acc": ACC_CONFIGS, "gluon": GLUON_CONFIGS}
+    candidates = [(v, cfg) for v in args.variants for cfg in table.get(v, TRITON_CONFIGS)]
     for d in args.dims:
         torch.manual_seed(0)
         X = torch.randn(d, 2048, device="cuda") * (0.1 + torch.rand(d, 1, device="cuda"))
@@ -63,10 +65,10 @@ def main() -> None:
         ref = search_rows_torch(w[:n], c[:n], keep[:n], G, gd)
         for variant, cfg in candidates:
             def call():
-                if variant == "gluon":
+                if variant in ("gluon", "acc"):
                     from swappass.kernels.gluon_search import row_search_gluon
 
-                    return row_search_gluon(w, c, keep, G, gd, config=cfg)
+                    return row_search_gluon(w, c, keep, G, gd, config=cfg, variant="tile" if variant == "gluon" else "acc")
                 return ts.row_search(w, c, keep, G, gd, config=cfg, variant=variant)
             try:
                 got = call()
@@ -85,6 +87,11 @@ def main() -> None:
             best = ranked[0]
             print(f"BEST d={d}: {best['variant']} cfg={best['cfg']} {best['pairs_per_s']:.3e} pairs/s")
             candidates = [(r["variant"], r["cfg"]) for r in ranked[: args.top]]
+    print("\ntop configurations:")
+    for d in args.dims:
+        for r in sorted((r for r in out if r["d"] == d), key=lambda r: -r["pairs_per_s"])[:6]:
+            print(f"  d={d:6d} {r['variant']:6s} {str(r['cfg']):24s} {r['ms']:9.3f} ms {r['pairs_per_s']:.3e} pairs/s "
+                  f"{r['scores_per_s']:.3e} scores/s same={r['same']}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
 

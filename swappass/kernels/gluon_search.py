@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import torch
 import triton
+import triton.language as tl
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
 from ..search import SwapChoice
 from .triton_search import _prepare
 
-__all__ = ["row_search_gluon", "DEFAULT_GLUON_CONFIG"]
+__all__ = ["row_search_gluon", "DEFAULT_GLUON_CONFIG", "DEFAULT_ACC_CONFIG"]
 
 INF = gl.constexpr(float("inf"))
 
 # (RT, UT, BP, TR, TU, WR, WU): per-thread rows / candidates / p-extent, lanes over rows / candidates,
 # warps over rows / candidates. Tile = (RT·TR·WR rows) × (UT·TU·WU candidates u), streamed over p.
-DEFAULT_GLUON_CONFIG = (4, 4, 8, 4, 8, 2, 2)
+DEFAULT_GLUON_CONFIG = (4, 4, 8, 8, 4, 2, 2)
+DEFAULT_ACC_CONFIG = (4, 4, 4, 8, 4, 2, 2)
 
 
 @gluon.jit
@@ -118,6 +120,91 @@ def _row_search_gluon_kernel(
         gl.store(OUT_P + out, p0_f + ip, mask=ok_f)
 
 
+@gluon.jit
+def _row_search_gluon_acc_kernel(
+    W, A, B, G, ORDER, ACTIVE, OUT_VAL, OUT_U, OUT_M,
+    R, D, n_utiles,
+    RT: gl.constexpr, UT: gl.constexpr, BP: gl.constexpr,
+    TR: gl.constexpr, TU: gl.constexpr, WR: gl.constexpr, WU: gl.constexpr,
+):
+    """Variant 2: an elementwise running minimum over p (no per-tile reduction or bookkeeping: exactly one
+    FMUL, FFMA and FMNMX per score) and the next p-tile prefetched into registers while the current one is
+    computed. Needs D % BP == 0. Writes per (row, u-tile) the best value and u; p is recovered afterwards."""
+    BR: gl.constexpr = RT * TR * WR
+    BU: gl.constexpr = UT * TU * WU
+    L3: gl.constexpr = gl.BlockedLayout([RT, UT, BP], [TR, TU, 1], [WR, WU, 1], [2, 1, 0])
+    L_ru: gl.constexpr = gl.SliceLayout(2, L3)
+    L_rp: gl.constexpr = gl.SliceLayout(1, L3)
+    L_up: gl.constexpr = gl.SliceLayout(0, L3)
+
+    pid_r = gl.program_id(0)
+    pid_u = gl.program_id(1)
+    first_active = gl.load(ACTIVE + gl.load(ORDER + pid_r * BR))
+    if first_active != 0:
+        slots_ru = pid_r * BR + gl.arange(0, BR, layout=gl.SliceLayout(1, L_ru))
+        slots_rp = pid_r * BR + gl.arange(0, BR, layout=gl.SliceLayout(1, L_rp))
+        rows_ru = gl.load(ORDER + slots_ru, mask=slots_ru < R, other=gl.load(ORDER))
+        rows_rp = gl.load(ORDER + slots_rp, mask=slots_rp < R, other=gl.load(ORDER))
+        ok_ru = (slots_ru < R) & (gl.load(ACTIVE + rows_ru, mask=slots_ru < R, other=0) != 0)
+        off_ru = rows_ru.to(gl.int64) * D
+        off_rp = rows_rp.to(gl.int64) * D
+        us_ru = pid_u * BU + gl.arange(0, BU, layout=gl.SliceLayout(0, L_ru))
+        us_up = pid_u * BU + gl.arange(0, BU, layout=gl.SliceLayout(1, L_up))
+        ru_off = gl.expand_dims(off_ru, 1) + gl.expand_dims(gl.minimum(us_ru, D - 1), 0)
+        ru_mask = gl.expand_dims(ok_ru, 1) & gl.expand_dims(us_ru < D, 0)
+        v3 = gl.expand_dims(-2.0 * gl.load(W + ru_off), 2)
+        rp_base = gl.expand_dims(off_rp, 1) + gl.expand_dims(gl.arange(0, BP, layout=gl.SliceLayout(0, L_rp)), 0)
+        up_base = gl.expand_dims(gl.minimum(us_up, D - 1).to(gl.int64) * D, 1) + gl.expand_dims(
+            gl.arange(0, BP, layout=gl.SliceLayout(0, L_up)), 0)
+
+        acc = gl.full([BR, BU, BP], float("inf"), gl.float32, layout=L3)
+        w_n = gl.load(W + rp_base)
+        b_n = gl.load(B + rp_base)
+        g_n = gl.load(G + up_base)
+        for p0 in range(0, D, BP):
+            w_p = w_n
+            b_p = b_n
+            g = g_n
+            pn = gl.minimum(p0 + BP, D - BP)  # the last prefetch re-reads a valid tile
+            w_n = gl.load(W + rp_base + pn)
+            b_n = gl.load(B + rp_base + pn)
+            g_n = gl.load(G + up_base + pn)
+            s = gl.fma(gl.expand_dims(g, 0) * v3, gl.expand_dims(w_p, 1), gl.expand_dims(b_p, 1))
+            acc = gl.minimum(acc, s)
+
+        a_u = gl.load(A + ru_off, mask=ru_mask, other=INF)
+        m_u = gl.min(acc, axis=2)  # min over p of the p-part, per (row, u)
+        total = m_u + a_u
+        val = gl.min(total, axis=1)
+        cols = gl.expand_dims(gl.arange(0, BU, layout=gl.SliceLayout(0, L_ru)), 0)
+        iu = gl.min(gl.where(total == gl.expand_dims(val, 1), cols, BU), axis=1)
+        m_best = gl.sum(gl.where(cols == gl.expand_dims(iu, 1), m_u, 0.0), axis=1)
+        out = rows_ru.to(gl.int64) * n_utiles + pid_u
+        gl.store(OUT_VAL + out, val, mask=ok_ru)
+        gl.store(OUT_U + out, pid_u * BU + iu, mask=ok_ru)
+        gl.store(OUT_M + out, m_best, mask=ok_ru)
+
+
+@triton.jit
+def _recover_p_kernel(W, B, G, U, M, OUT_P, D, BLOCK: tl.constexpr):
+    """Per row: the lowest p whose p-part score for the chosen u equals its minimum ``M`` (same fma as the
+    search kernel, so the values agree bit for bit; D is written where none does)."""
+    r = tl.program_id(0)
+    target = tl.load(M + r)
+    if target < float("inf"):
+        u = tl.load(U + r)
+        off = r.to(tl.int64) * D
+        v = -2.0 * tl.load(W + off + u)
+        first = D
+        for p0 in range(0, D, BLOCK):
+            ps = p0 + tl.arange(0, BLOCK)
+            m = ps < D
+            g = tl.load(G + u.to(tl.int64) * D + ps, mask=m, other=0.0)
+            s = tl.fma(g * v, tl.load(W + off + ps, mask=m, other=0.0), tl.load(B + off + ps, mask=m, other=float("inf")))
+            first = tl.minimum(first, tl.min(tl.where(s <= target, ps, D), axis=0))
+        tl.store(OUT_P + r, first)
+
+
 def row_search_gluon(
     w: torch.Tensor,
     c: torch.Tensor,
@@ -125,10 +212,18 @@ def row_search_gluon(
     G: torch.Tensor,
     gdiag: torch.Tensor,
     active: torch.Tensor | None = None,
-    config: tuple[int, ...] = DEFAULT_GLUON_CONFIG,
+    config: tuple[int, ...] | None = None,
+    variant: str = "acc",
 ) -> SwapChoice:
-    """Best swap per row over kept × pruned pairs (float32, CUDA). Inactive rows return ``+inf``."""
+    """Best swap per row over kept × pruned pairs (float32, CUDA). Inactive rows return ``+inf``.
+
+    ``variant`` ``"acc"`` (elementwise running minimum, prefetch, p recovered per row afterwards) or
+    ``"tile"`` (per-tile minimum with p-tile bookkeeping).
+    """
     R, D = w.shape
+    if variant == "acc" and D % (config or DEFAULT_ACC_CONFIG)[2] == 0:
+        return _row_search_acc(w, c, keep, G, gdiag, active, config or DEFAULT_ACC_CONFIG)
+    config = config or DEFAULT_GLUON_CONFIG
     RT, UT, BP, TR, TU, WR, WU = config
     if TR * TU != 32:
         raise ValueError(f"gluon config {config}: lanes over rows × candidates must be 32, got {TR}×{TU}")
@@ -146,3 +241,28 @@ def row_search_gluon(
     )
     best, tile = val.min(dim=1)
     return SwapChoice(best, us.gather(1, tile[:, None])[:, 0].long(), ps.gather(1, tile[:, None])[:, 0].long())
+
+
+def _row_search_acc(w, c, keep, G, gdiag, active, config) -> SwapChoice:
+    R, D = w.shape
+    RT, UT, BP, TR, TU, WR, WU = config
+    BR, BU = RT * TR * WR, UT * TU * WU
+    w, a, b, act = _prepare(w, c, keep, gdiag, active)
+    G = G.contiguous().float()
+    order = torch.argsort(act == 0, stable=True).to(torch.int32)
+    n_utiles = triton.cdiv(D, BU)
+    val = torch.full((R, n_utiles), float("inf"), dtype=torch.float32, device=w.device)
+    us = torch.zeros((R, n_utiles), dtype=torch.int32, device=w.device)
+    ms = torch.full((R, n_utiles), float("inf"), dtype=torch.float32, device=w.device)
+    _row_search_gluon_acc_kernel[(triton.cdiv(R, BR), n_utiles)](
+        w, a, b, G, order, act, val, us, ms, R, D, n_utiles,
+        RT=RT, UT=UT, BP=BP, TR=TR, TU=TU, WR=WR, WU=WU, num_warps=WR * WU,
+    )
+    best, tile = val.min(dim=1)  # first minimal u-tile: lowest u on ties
+    u = us.gather(1, tile[:, None])[:, 0].contiguous()
+    m = ms.gather(1, tile[:, None])[:, 0].contiguous()
+    p = torch.zeros(R, dtype=torch.int32, device=w.device)
+    _recover_p_kernel[(R,)](w, b, G, u, m, p, D, BLOCK=1024)
+    lost = p == D  # cannot happen when both kernels round alike; never apply a swap we cannot name
+    best = torch.where(lost, torch.full_like(best, float("inf")), best)
+    return SwapChoice(best, u.long(), torch.where(lost, 0, p).long())
