@@ -96,10 +96,11 @@ def test_device_loop_with_triton_search_equals_host_loop(pattern):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="Gluon kernels need an NVIDIA GPU (no interpreter)")
-@pytest.mark.parametrize("R, d, pattern", [(37, 96, "0.6"), (64, 130, "0.5"), (128, 512, "0.6")])
+@pytest.mark.parametrize("R, d, pattern", [(37, 96, "0.6"), (64, 130, "0.5"), (128, 512, "0.6"), (300, 256, "0.6")])
 @pytest.mark.parametrize(
     "variant, config",
-    [("tile", (4, 4, 8, 4, 8, 2, 2)), ("tile", (2, 4, 8, 4, 8, 1, 2)), ("acc", (4, 4, 4, 8, 4, 2, 2)), ("acc", (2, 4, 4, 8, 4, 2, 2))],
+    [("tile", (4, 4, 8, 4, 8, 2, 2)), ("tile", (2, 4, 8, 4, 8, 1, 2)), ("acc", (4, 4, 4, 8, 4, 2, 2)),
+     ("tile_t", (4, 4, 8, 8, 4, 4, 1)), ("tile_t", (2, 4, 8, 8, 4, 2, 1))],
 )
 def test_gluon_kernel_matches_torch(R, d, pattern, variant, config):
     from swappass.kernels.gluon_search import row_search_gluon
