@@ -30,10 +30,8 @@ ACC_CONFIGS = [
 # Gluon: (RT, UT, BP, TR, TU, WR, WU) -- see swappass/kernels/gluon_search.py
 GLUON_CONFIGS = [(4, 4, 8, 8, 4, 4, 1)]
 # Gluon "tile_t" variant (transposed, coalesced operands; D and rows compile-time)
-TILE_T_CONFIGS = [
-    (4, 4, 8, 8, 4, 4, 1), (4, 4, 8, 8, 4, 2, 2), (4, 4, 8, 8, 4, 1, 4), (4, 4, 16, 8, 4, 4, 1), (4, 4, 16, 8, 4, 2, 2),
-    (4, 8, 8, 8, 4, 2, 2), (4, 4, 8, 4, 8, 2, 2), (4, 4, 8, 8, 4, 2, 4), (4, 4, 8, 8, 4, 4, 2), (2, 4, 8, 16, 2, 2, 2),
-]
+TILE_T_CONFIGS = [(4, 8, 8, 8, 4, 2, 2), (4, 4, 8, 8, 4, 2, 2), (4, 4, 16, 8, 4, 2, 2), (4, 8, 8, 8, 4, 1, 4),
+                  (8, 4, 8, 4, 8, 2, 2), (4, 8, 8, 4, 8, 2, 2), (4, 4, 4, 8, 4, 2, 2)]
 
 
 def main() -> None:
@@ -45,13 +43,13 @@ def main() -> None:
     ap.add_argument("--pattern", default="0.6")
     ap.add_argument("--check-rows", type=int, default=64)
     ap.add_argument("--top", type=int, default=5, help="configs carried from the first dim to the others")
-    ap.add_argument("--variants", nargs="+", default=["tile_t", "gluon", "acc"])
+    ap.add_argument("--variants", nargs="+", default=["tile_t", "tile_tp"])
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     pattern = parse_pattern(args.pattern)
     out = []
     print(torch.cuda.get_device_name(), "triton", triton.__version__, "torch", torch.__version__)
-    table = {"acc": ACC_CONFIGS[:2], "gluon": GLUON_CONFIGS, "tile_t": TILE_T_CONFIGS}
+    table = {"acc": ACC_CONFIGS[:2], "gluon": GLUON_CONFIGS, "tile_t": TILE_T_CONFIGS, "tile_tp": TILE_T_CONFIGS}
     candidates = [(v, cfg) for v in args.variants for cfg in table.get(v, TRITON_CONFIGS)]
     for d in args.dims:
         torch.manual_seed(0)
@@ -70,10 +68,11 @@ def main() -> None:
         ref = search_rows_torch(w[:n], c[:n], keep[:n], G, gd)
         for variant, cfg in candidates:
             def call():
-                if variant in ("gluon", "acc", "tile_t"):
+                if variant in ("gluon", "acc", "tile_t", "tile_tp"):
                     from swappass.kernels.gluon_search import row_search_gluon
 
-                    return row_search_gluon(w, c, keep, G, gd, config=cfg, variant="tile" if variant == "gluon" else variant)
+                    kind = {"gluon": "tile", "tile_tp": "tile_t"}.get(variant, variant)
+                    return row_search_gluon(w, c, keep, G, gd, config=cfg, variant=kind, prefetch=variant == "tile_tp")
                 return ts.row_search(w, c, keep, G, gd, config=cfg, variant=variant)
             try:
                 got = call()

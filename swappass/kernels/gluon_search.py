@@ -26,7 +26,8 @@ INF = gl.constexpr(float("inf"))
 # warps over rows / candidates. Tile = (RT·TR·WR rows) × (UT·TU·WU candidates u), streamed over p.
 DEFAULT_GLUON_CONFIG = (4, 4, 8, 8, 4, 2, 2)
 DEFAULT_ACC_CONFIG = (4, 4, 4, 8, 4, 2, 2)
-DEFAULT_T_CONFIG = (4, 4, 8, 8, 4, 4, 1)
+DEFAULT_T_CONFIG = (4, 8, 8, 8, 4, 2, 2)  # best of tools/tune_triton.py on an H100 (docs/BENCHMARKS.md)
+DEFAULT_T_PREFETCH = False
 
 
 @gluon.jit
@@ -192,7 +193,7 @@ def _row_search_gluon_t_kernel(
     n_utiles,
     RP: gl.constexpr, D: gl.constexpr,
     RT: gl.constexpr, UT: gl.constexpr, BP: gl.constexpr,
-    TR: gl.constexpr, TU: gl.constexpr, WR: gl.constexpr, WU: gl.constexpr,
+    TR: gl.constexpr, TU: gl.constexpr, WR: gl.constexpr, WU: gl.constexpr, PREFETCH: gl.constexpr,
 ):
     """Variant 3 ("tile_t"): the "tile" kernel on transposed operands. ``WT``, ``AT``, ``BT`` are (D, RP):
     rows are the contiguous axis, so the RT rows a thread owns are one 16-byte load and the rows of a warp
@@ -224,10 +225,22 @@ def _row_search_gluon_t_kernel(
 
         best = gl.full([BR, BU], float("inf"), gl.float32, layout=L_ru)
         best_p0 = gl.full([BR, BU], 0, gl.int32, layout=L_ru)
+        w_n = gl.load(WT + rp_base)
+        b_n = gl.load(BT + rp_base)
+        g_n = gl.load(G + up_base)
         for p0 in range(0, D, BP):
-            w_p = gl.load(WT + rp_base + p0 * RP)
-            b_p = gl.load(BT + rp_base + p0 * RP)
-            g = gl.load(G + up_base + p0 * D)
+            if PREFETCH:  # issue the next tile's loads before computing this one
+                w_p = w_n
+                b_p = b_n
+                g = g_n
+                pn = gl.minimum(p0 + BP, D - BP)
+                w_n = gl.load(WT + rp_base + pn * RP)
+                b_n = gl.load(BT + rp_base + pn * RP)
+                g_n = gl.load(G + up_base + pn * D)
+            else:
+                w_p = gl.load(WT + rp_base + p0 * RP)
+                b_p = gl.load(BT + rp_base + p0 * RP)
+                g = gl.load(G + up_base + p0 * D)
             s = gl.fma(gl.expand_dims(g, 0) * v3, gl.expand_dims(w_p, 1), gl.expand_dims(b_p, 1))
             m = gl.min(s, axis=2)
             better = m < best
@@ -294,6 +307,7 @@ def row_search_gluon(
     active: torch.Tensor | None = None,
     config: tuple[int, ...] | None = None,
     variant: str = "tile_t",
+    prefetch: bool | None = None,
 ) -> SwapChoice:
     """Best swap per row over kept × pruned pairs (float32, CUDA). Inactive rows return ``+inf``.
 
@@ -303,7 +317,8 @@ def row_search_gluon(
     R, D = w.shape
     cfg_t = config or DEFAULT_T_CONFIG
     if variant == "tile_t" and D % cfg_t[2] == 0 and D % (cfg_t[1] * cfg_t[4] * cfg_t[6]) == 0:
-        return _row_search_transposed(w, c, keep, G, gdiag, active, cfg_t)
+        return _row_search_transposed(w, c, keep, G, gdiag, active, cfg_t,
+                                      DEFAULT_T_PREFETCH if prefetch is None else prefetch)
     if variant == "tile_t":  # shapes the transposed kernel does not tile exactly
         variant, config = "tile", None
     if variant == "acc" and D % (config or DEFAULT_ACC_CONFIG)[2] == 0:
@@ -353,7 +368,7 @@ def _row_search_acc(w, c, keep, G, gdiag, active, config) -> SwapChoice:
     return SwapChoice(best, u.long(), torch.where(lost, 0, p).long())
 
 
-def _row_search_transposed(w, c, keep, G, gdiag, active, config) -> SwapChoice:
+def _row_search_transposed(w, c, keep, G, gdiag, active, config, prefetch: bool = False) -> SwapChoice:
     R, D = w.shape
     RT, UT, BP, TR, TU, WR, WU = config
     BR, BU = RT * TR * WR, UT * TU * WU
@@ -378,7 +393,7 @@ def _row_search_transposed(w, c, keep, G, gdiag, active, config) -> SwapChoice:
     ps.zero_()
     _row_search_gluon_t_kernel[(RP // BR, n_utiles)](
         wt, at, bt, G.contiguous().float(), act_slots, val, us, ps, n_utiles,
-        RP=RP, D=D, RT=RT, UT=UT, BP=BP, TR=TR, TU=TU, WR=WR, WU=WU, num_warps=WR * WU,
+        RP=RP, D=D, RT=RT, UT=UT, BP=BP, TR=TR, TU=TU, WR=WR, WU=WU, PREFETCH=prefetch, num_warps=WR * WU,
     )
     val = torch.where(act_slots[:, None] != 0, val, torch.full_like(val, float("inf")))
     best, tile = val[:R].min(dim=1)  # first minimal u-tile: lowest u on ties
