@@ -158,7 +158,7 @@ def _refine_batch(
     w: torch.Tensor,
     keep: torch.Tensor,
     G: torch.Tensor,
-    search: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], SwapChoice],
+    search: Callable[..., SwapChoice],
     max_iters: int,
     rtol: float,
     resync_every: int,
@@ -179,6 +179,50 @@ def _refine_batch(
         if resync_every and it % resync_every == 0:
             _resync(w, keep, G, c, loss, active)
     return swaps, it
+
+
+def _refine_batch_device(
+    w: torch.Tensor,
+    keep: torch.Tensor,
+    G: torch.Tensor,
+    search: Callable[..., SwapChoice],
+    max_iters: int,
+    rtol: float,
+    resync_every: int,
+    check_every: int = 8,
+) -> tuple[torch.Tensor, int]:
+    """Same iteration as :func:`_refine_batch`, kept on the device: no host synchronisation per iteration.
+
+    All rows stay in place; ``search`` skips inactive rows. The host checks for convergence every
+    ``check_every`` iterations only.
+    """
+    R = w.shape[0]
+    rows = torch.arange(R, device=w.device)
+    e = w * ~keep
+    c = e @ G
+    loss = (e * c).sum(dim=1)
+    swaps = torch.zeros(R, dtype=torch.long, device=w.device)
+    active = torch.ones(R, dtype=torch.bool, device=w.device)
+    last = torch.zeros((), dtype=torch.long, device=w.device)
+    for it in range(1, max_iters + 1):
+        choice = search(w, c, keep, active=active)
+        ok = active & (choice.delta < -rtol * loss)
+        u, p = choice.u, choice.p
+        keep[rows, u] = keep[rows, u] & ~ok
+        keep[rows, p] = keep[rows, p] | ok
+        okw = ok.to(w.dtype)[:, None]
+        c += okw * (w.gather(1, u[:, None]) * G[u] - w.gather(1, p[:, None]) * G[p])
+        loss += torch.where(ok, choice.delta, torch.zeros_like(choice.delta))
+        swaps += ok
+        active = ok
+        last = torch.where(ok.any(), it, last)
+        if resync_every and it % resync_every == 0:
+            e = w * ~keep
+            c = e @ G
+            loss = (e * c).sum(dim=1)
+        if it % check_every == 0 and not bool(active.any()):
+            break
+    return swaps, min(max_iters, int(last) + 1) if max_iters else 0
 
 
 @torch.no_grad()
@@ -246,7 +290,8 @@ def refine_mask(
         r1 = min(d_out, r0 + rows_per_batch)
         w = W[r0:r1].to(device=dev, dtype=dt)
         keep = out_mask[r0:r1].clone()
-        s, it = _refine_batch(w, keep, Gw, search, max_iters, rtol, resync_every)
+        loop = _refine_batch_device if getattr(search, "supports_active", False) else _refine_batch
+        s, it = loop(w, keep, Gw, search, max_iters, rtol, resync_every)
         out_mask[r0:r1], swaps[r0:r1] = keep, s
         iters = max(iters, it)
 
