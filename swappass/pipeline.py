@@ -206,8 +206,9 @@ def convert(
 
 
 def _check_method(warm_start: str, max_iters: int) -> None:
-    if warm_start not in WARM_STARTS:
-        raise ValueError(f"unknown warm start {warm_start!r}; choose one of {sorted(WARM_STARTS)}")
+    methods = sorted(WARM_STARTS) + ["sparsegpt"]
+    if warm_start not in methods:
+        raise ValueError(f"unknown warm start {warm_start!r}; choose one of {methods}")
     if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 0:
         raise ValueError(f"max_iters must be a non-negative integer, got {max_iters!r}")
 
@@ -292,7 +293,7 @@ def sparsify(
             of keywords (``{"input_ids": ids}``); Hugging Face models get ``use_cache=False``. Items of
             different shapes are fine (each shape is captured once) but cost a capture each.
         pattern: ``"0.6"`` (60% per row), ``"2:4"``, … (see :func:`swappass.parse_pattern`).
-        warm_start: ``"wanda"`` (default), ``"magnitude"`` or ``"ria"``.
+        warm_start: ``"wanda"`` (default), ``"magnitude"``, ``"ria"`` or ``"sparsegpt"`` (mask only).
         max_iters: 1-swap iterations per row (the paper's default 100; 0 = warm start only).
         targets / ignore: which sites to prune (see :func:`prepare`).
         sequential: calibrate each site on inputs through the already pruned sites upstream (default);

@@ -2,7 +2,8 @@
 
 :func:`prune_weights` is the one place where a layer's mask is chosen. The graph pass calls it once per Gram
 group (q/k/v, gate/up …): every weight gets its own warm start, then the rows of all of them are refined in a
-single :func:`swappass.refine_mask` call (the search kernels batch rows) and split again.
+single :func:`swappass.refine_mask` call (the search kernels batch rows) and split again. Later methods that
+change weights (refit) or need more statistics plug in here (``PruneResult.weight``, ``statistics``).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .patterns import PatternLike, parse_pattern
+from .patterns import PatternLike, UnstructuredSparsity, parse_pattern
 from .refine import refine_mask
 from .warmstart import warm_start as warm_start_mask
 
@@ -62,8 +63,9 @@ def prune_weights(
     Args:
         weights: each ``d_out_i × d_in`` (rows = output neurons), any float dtype; not modified.
         G: the inputs' Gram matrix ``Σ x xᵀ`` (``d_in × d_in``, float32 or float64).
-        pattern: per-row (``"0.6"``) or N:M (``"2:4"``).
-        warm_start: ``"magnitude"``, ``"wanda"`` or ``"ria"`` (per weight).
+        pattern: per-row (``"0.6"``), N:M (``"2:4"``) or a layer budget (``"unstructured:0.6"``, refined per
+            weight since every weight has its own budget).
+        warm_start: ``"magnitude"``, ``"wanda"``, ``"ria"`` or ``"sparsegpt"`` (per weight).
         max_iters: 1-swap iterations per row (0 keeps the warm start).
         backend: search backend for :func:`swappass.refine_mask`.
         device: where the work runs (default: the first weight's device).
@@ -84,23 +86,27 @@ def prune_weights(
         starts.append(warm_start_mask(W, Gd, pattern, warm_start))
         warm_seconds.append(time.perf_counter() - t0)
 
-    t0 = time.perf_counter()
-    res = refine_mask(torch.cat(Ws), Gd, torch.cat(starts), pattern, max_iters, backend=backend, name=name)
-    refine_seconds = time.perf_counter() - t0
-
-    total_rows = sum(W.shape[0] for W in Ws)
-    out, r0 = [], 0
-    for W, secs in zip(Ws, warm_seconds):
-        rows = slice(r0, r0 + W.shape[0])
-        r0 += W.shape[0]
-        out.append(PruneResult(
-            mask=res.mask[rows],
-            weight=None,
-            loss_warm=float(res.loss_before[rows].double().sum()),
-            loss_final=float(res.loss_after[rows].double().sum()),
-            swaps=int(res.swaps[rows].sum()),
-            iters=res.iters,
-            seconds=secs + refine_seconds * W.shape[0] / total_rows,
-            info=dict(res.info),
-        ))
+    if isinstance(pattern, UnstructuredSparsity):  # a budget per weight: the rows of two weights must not mix
+        parts = [(W, m, [W]) for W, m in zip(Ws, starts)]
+    else:  # independent rows: one refinement over all of them
+        parts = [(torch.cat(Ws), torch.cat(starts), Ws)]
+    out: list[PruneResult] = []
+    for W_all, start, members in parts:
+        t0 = time.perf_counter()
+        res = refine_mask(W_all, Gd, start, pattern, max_iters, backend=backend, name=name)
+        refine_seconds = time.perf_counter() - t0
+        r0 = 0
+        for W in members:
+            rows = slice(r0, r0 + W.shape[0])
+            r0 += W.shape[0]
+            out.append(PruneResult(
+                mask=res.mask[rows],
+                weight=None,
+                loss_warm=float(res.loss_before[rows].double().sum()),
+                loss_final=float(res.loss_after[rows].double().sum()),
+                swaps=int(res.swaps[rows].sum()),
+                iters=res.iters,
+                seconds=warm_seconds[len(out)] + refine_seconds * W.shape[0] / W_all.shape[0],
+                info=dict(res.info),
+            ))
     return out
