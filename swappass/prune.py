@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 import torch
 
 from .patterns import PatternLike, UnstructuredSparsity, parse_pattern
-from .refine import refine_mask
+from .refine import layer_loss, refine_mask
 from .warmstart import warm_start as warm_start_mask
 
 __all__ = ["PruneResult", "prune_weights"]
@@ -61,7 +61,8 @@ def prune_weights(
     """Choose masks for weights that read the same inputs.
 
     Args:
-        weights: each ``d_out_i × d_in`` (rows = output neurons), any float dtype; not modified.
+        weights: each ``d_out_i × d_in`` (rows = output neurons), any float dtype (worked on in float32, or
+            float64 if given so); not modified.
         G: the inputs' Gram matrix ``Σ x xᵀ`` (``d_in × d_in``, float32 or float64).
         pattern: per-row (``"0.6"``), N:M (``"2:4"``) or a layer budget (``"unstructured:0.6"``, refined per
             weight since every weight has its own budget).
@@ -79,13 +80,20 @@ def prune_weights(
     pattern = parse_pattern(pattern)
     dev = torch.device(device) if device is not None else weights[0].device
     Gd = G.to(dev)
-    Ws = [w.detach().to(device=dev, dtype=torch.float32) for w in weights]
+    Ws = [w.detach().to(device=dev, dtype=torch.float64 if w.dtype == torch.float64 else torch.float32) for w in weights]
     starts, warm_seconds = [], []
     for W in Ws:
         t0 = time.perf_counter()
         starts.append(warm_start_mask(W, Gd, pattern, warm_start))
         warm_seconds.append(time.perf_counter() - t0)
 
+    if max_iters == 0:  # the warm start is the result
+        out = []
+        for W, start, secs in zip(Ws, starts, warm_seconds):
+            t0 = time.perf_counter()
+            loss = float(layer_loss(W, Gd, start).double().sum())
+            out.append(PruneResult(start, None, loss, loss, 0, 0, secs + time.perf_counter() - t0))
+        return out
     if isinstance(pattern, UnstructuredSparsity):  # a budget per weight: the rows of two weights must not mix
         parts = [(W, m, [W]) for W, m in zip(Ws, starts)]
     else:  # independent rows: one refinement over all of them
