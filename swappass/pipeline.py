@@ -26,7 +26,7 @@ from .graph.observers import ObserverFactory, SiteObserver, gram_observer_factor
 from .graph.sites import GramGroup, Site, Selector, find_sites, select_sites
 from .patterns import PatternLike, SparsityPattern, parse_pattern
 from .prune import prune_weights
-from .refine import _resolve_backend
+from .kernels import available_backends
 from .report import SiteReport, SparsifyReport
 from .warmstart import WARM_STARTS
 
@@ -71,7 +71,8 @@ class PreparedModel:
         if graph is None:
             if self.converted:
                 raise RuntimeError("the prepared model was already (partly) converted; it cannot capture new inputs")
-            graph = self._instrument(capture_call(self.model, args, kwargs, method=self.method))
+            example = move_to((args, kwargs), _model_device(self.model))
+            graph = self._instrument(capture_call(self.model, *example, method=self.method))
             self.graphs[sig] = graph
         return graph
 
@@ -98,14 +99,12 @@ class PreparedModel:
         level = {s.name: g.level for g in graph.groups for s in g.sites}
         group = {s.name: g.key for g in graph.groups for s in g.sites}
         for s in graph.sites:
+            active = s.status == "active"
             row = SiteReport(
                 name=s.name, param=s.param_name, module_type=s.module_type, shape=s.shape,
-                status="pruned" if s.status == "active" else s.status, reason=s.reason, transposed=s.transposed,
-                pattern=str(self.pattern) if s.status == "active" else None,
-                level=level.get(s.name), group=group.get(s.name),
+                status="pending" if active else s.status, reason=s.reason, transposed=s.transposed,
+                pattern=str(self.pattern) if active else None, level=level.get(s.name), group=group.get(s.name),
             )
-            if s.status == "active":
-                row.status = "pending"
             self.report.rows.append(row)
             self._rows[s.name] = row
 
@@ -121,7 +120,7 @@ class PreparedModel:
     # -------------------------------------------------------------------- calling
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the model through its instrumented graph (observers record the Linear inputs)."""
-        args, kwargs = normalize_call(self.model, args, kwargs)
+        args, kwargs = move_to(normalize_call(self.model, args, kwargs), _model_device(self.model))
         graph = self.graph_for(args, kwargs)
         with torch.no_grad():
             return graph.graph_module(*args, **kwargs)
@@ -211,6 +210,12 @@ def _check_method(warm_start: str, max_iters: int) -> None:
         raise ValueError(f"unknown warm start {warm_start!r}; choose one of {methods}")
     if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 0:
         raise ValueError(f"max_iters must be a non-negative integer, got {max_iters!r}")
+
+
+def _check_backend(backend: str, device: torch.device) -> None:
+    fast = available_backends(device)
+    if backend not in ("auto", "torch", *fast):
+        raise ValueError(f"swap-search backend {backend!r} is not available on {device}; use 'auto', 'torch' or {fast}")
 
 
 def _convert_groups(
@@ -320,7 +325,7 @@ def sparsify(
     if device is not None:
         model.to(device)
     dev = _model_device(model)
-    _resolve_backend(backend, torch.device(device) if device is not None else dev)
+    _check_backend(backend, torch.device(device) if device is not None else dev)
     calls = [as_call(model, item) for item in calib]
     if not calls:
         raise ValueError("the calibration set is empty: sparsify needs at least one model input in calib")

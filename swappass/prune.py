@@ -26,8 +26,8 @@ class PruneResult:
 
     ``mask``: bool ``d_out × d_in``, True = keep. ``weight``: new values for the weight (``d_out × d_in``) when
     the method changes them, ``None`` when only the mask changes (SparseSwaps keeps the weights).
-    ``loss_warm`` / ``loss_final``: layer error ``Σ_rows ((1−m)⊙w)ᵀ G ((1−m)⊙w)`` of the warm start and of the
-    final mask. ``swaps``: accepted swaps over all rows. ``iters``: refinement iterations of the group.
+    ``loss_warm`` / ``loss_final``: layer error ``Σ_rows ((1−m)⊙w)ᵀ G ((1−m)⊙w)`` of the warm start and
+    of the final mask. ``swaps``: accepted swaps over all rows. ``iters``: refinement iterations of the group.
     ``seconds``: warm-start time plus this weight's share (by rows) of the group's refinement time.
     """
 
@@ -80,7 +80,7 @@ def prune_weights(
     pattern = parse_pattern(pattern)
     dev = torch.device(device) if device is not None else weights[0].device
     Gd = G.to(dev)
-    Ws = [w.detach().to(device=dev, dtype=torch.float64 if w.dtype == torch.float64 else torch.float32) for w in weights]
+    Ws = [w.detach().to(dev, torch.float64 if w.dtype == torch.float64 else torch.float32) for w in weights]
     starts, warm_seconds = [], []
     for W in Ws:
         t0 = time.perf_counter()

@@ -20,7 +20,7 @@ class SiteReport:
     """One Linear site.
 
     ``shape`` is ``(d_out, d_in)``; ``status`` is ``"pruned"``, ``"skipped"`` (the pattern cannot apply; see
-    ``reason``) or ``"ignored"`` (deselected). Losses are the layer error ``||W X − (M⊙W) X||²_F`` over the
+    ``reason``), ``"ignored"`` (deselected) or ``"pending"`` (selected, not pruned yet). Losses are the layer error ``||W X − (M⊙W) X||²_F`` over the
     calibration tokens for the warm-start mask and the final mask. ``level``: sequential calibration level.
     """
 
@@ -114,10 +114,11 @@ class SparsifyReport:
         return [PrunedWeight(r.param, r.mask(), r.pattern or "", r.transposed) for r in self.pruned]
 
     def to_dict(self) -> dict[str, Any]:
+        mean = self.mean_relative_reduction
         return {
             "settings": self.settings,
             "seconds": self.seconds,
-            "mean_relative_reduction": None if math.isnan(self.mean_relative_reduction) else self.mean_relative_reduction,
+            "mean_relative_reduction": None if math.isnan(mean) else mean,
             "sites": [r.to_dict() for r in self.rows],
         }
 

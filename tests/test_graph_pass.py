@@ -193,7 +193,8 @@ def test_nan_in_the_input_of_a_plain_module():
     net = nn.Sequential(nn.Linear(8, 8))
     x = torch.randn(3, 8)
     x[1, 2] = float("inf")
-    with pytest.raises(sp.NonFiniteActivationError, match=r"^0: calibration input batch 0 contains NaN or Inf .*\[calibration item 0, level 0\]"):
+    expected = r"^0: calibration input batch 0 contains NaN or Inf .*\[calibration item 0, level 0\]"
+    with pytest.raises(sp.NonFiniteActivationError, match=expected):
         sp.sparsify(net, [x], pattern="0.5", progress=False)
 
 
@@ -247,7 +248,7 @@ def test_bad_arguments_fail_before_calibration():
         sp.sparsify(build("llama"), ["not a tensor"], progress=False)
 
 
-# ------------------------------------------------------------------------------------------------ shapes, batching, PT2E
+# ---------------------------------------------------------------------------------------- shapes, batching, PT2E
 def test_calibration_items_of_different_lengths_get_their_own_capture():
     items = calib(2, seq=SEQ) + calib(2, seq=SEQ - 4, seed=3)
     model, report = sp.sparsify(build("llama"), items, pattern="0.5", max_iters=2, progress=False)

@@ -8,7 +8,8 @@ from swappass.patterns import parse_pattern
 
 def layers(seed=0, d_in=16):
     g = torch.Generator().manual_seed(seed)
-    X = torch.randn(d_in, 64, generator=g, dtype=torch.float64) * (0.3 + torch.rand(d_in, 1, generator=g, dtype=torch.float64))
+    X = torch.randn(d_in, 64, generator=g, dtype=torch.float64)
+    X *= 0.3 + torch.rand(d_in, 1, generator=g, dtype=torch.float64)  # uneven channel norms
     Ws = [torch.randn(d_out, d_in, generator=g, dtype=torch.float64) for d_out in (12, 4, 7)]
     return Ws, X @ X.T
 

@@ -22,10 +22,11 @@ def build(arch: str, seed: int = 0) -> torch.nn.Module:
 
     torch.manual_seed(seed)
     common = dict(vocab_size=VOCAB, num_hidden_layers=LAYERS, num_attention_heads=4, max_position_embeddings=64)
+    decoder = dict(hidden_size=HIDDEN, intermediate_size=FFN, num_key_value_heads=2, **common)
     if arch == "llama":
-        model = LlamaForCausalLM(LlamaConfig(hidden_size=HIDDEN, intermediate_size=FFN, num_key_value_heads=2, **common))
+        model = LlamaForCausalLM(LlamaConfig(**decoder))
     elif arch == "qwen2":
-        model = Qwen2ForCausalLM(Qwen2Config(hidden_size=HIDDEN, intermediate_size=FFN, num_key_value_heads=2, **common))
+        model = Qwen2ForCausalLM(Qwen2Config(**decoder))
     elif arch == "gpt2":
         model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=4, n_positions=64,
                                            n_inner=FFN, bos_token_id=0, eos_token_id=0))

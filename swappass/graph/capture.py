@@ -17,7 +17,7 @@ import os
 import traceback
 import warnings
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 import torch.fx as fx

@@ -275,7 +275,8 @@ def select_sites(
             site.status, site.reason = "ignored", "output projection of the model (lm_head)"
         elif pattern is not None and (err := pattern.shape_error(*site.shape)) is not None:
             site.status, site.reason = "skipped", err
-            warnings.warn(f"swappass: skipping {site.name} (shape {site.shape[0]}×{site.shape[1]}): {err}", stacklevel=3)
+            shape = f"{site.shape[0]}×{site.shape[1]}"
+            warnings.warn(f"swappass: skipping {site.name} (shape {shape}): {err}", stacklevel=3)
     unused = [s for s in (targets or []) + (ignore if not default_ignore else []) if s not in used]
     if unused:
         warnings.warn(f"swappass: selectors matched no Linear site: {unused}", stacklevel=3)

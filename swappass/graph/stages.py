@@ -27,7 +27,9 @@ class SequentialOrderError(ValueError):
     """A weight is used at several depths of the graph, so sequential calibration has no order for it."""
 
 
-def assign_levels(graph: fx.Graph, site_inputs: Mapping[str, Iterable[fx.Node]], site_ops: Mapping[str, Iterable[fx.Node]]) -> dict[str, int]:
+def assign_levels(
+    graph: fx.Graph, site_inputs: Mapping[str, Iterable[fx.Node]], site_ops: Mapping[str, Iterable[fx.Node]]
+) -> dict[str, int]:
     """Level of every group: ``{group key: level}``.
 
     Args:
