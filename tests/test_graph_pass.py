@@ -135,10 +135,11 @@ class PlainNet(nn.Module):
         self.inp = nn.Linear(16, 24)
         self.w_f = nn.Parameter(torch.randn(32, 24) / 5)  # d_out × d_in, used through F.linear
         self.w_t = nn.Parameter(torch.randn(32, 8) / 5)   # d_in × d_out, used as x @ W
-        self.odd = nn.Linear(8, 6)                        # d_in = 8: fine for 2:4; d_in 6 below is not
+        self.norm = nn.LayerNorm(24)                      # a leaf module (call_module) for symbolic_trace
+        self.odd = nn.Linear(8, 6)
 
     def forward(self, x):
-        h = torch.relu(self.inp(x))
+        h = self.norm(torch.relu(self.inp(x)))
         h = torch.tanh(F.linear(h, self.w_f))
         return self.odd(h @ self.w_t)
 
@@ -351,3 +352,22 @@ def test_pruned_model_runs_without_swappass():
     assert torch.allclose(outputs(model, ids), outputs(fresh, ids))
     assert type(model.model.layers[0].mlp.down_proj) is nn.Linear
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("arch", ["llama", "bert"])
+def test_tokenizer_style_dict_inputs(arch):
+    items = [{"input_ids": x, "attention_mask": torch.ones_like(x)} for x in calib(2)]
+    model, report = sp.sparsify(build(arch), items, pattern="2:4", max_iters=2, progress=False)
+    assert len(report.pruned) == len(linear_module_names(model) - {"lm_head"})
+    for rec in report.pruned_weights():
+        rec.check()
+
+
+def test_gram_dtype_and_device_options():
+    prepared = sp.prepare(build("llama"), calib(1)[0], pattern="0.5", gram_dtype=torch.float64, gram_device="cpu")
+    prepared(calib(1)[0])
+    for obs in prepared.observers.values():
+        G = obs.statistics()["G"]
+        assert G.dtype == torch.float64 and G.device.type == "cpu" and obs.tokens == SEQ
+    with pytest.raises(ValueError, match="float32 or float64"):
+        sp.prepare(build("llama"), calib(1)[0], gram_dtype=torch.float16)

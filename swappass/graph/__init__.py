@@ -1,5 +1,7 @@
 """Graph side of the pass: capture, Linear sites, observers, sequential stages."""
-from .capture import CapturedGraph, CaptureError, NodeSource, as_call, capture, input_signature
+from .capture import (
+    CapturedGraph, CaptureError, NodeSource, as_call, capture, capture_call, input_signature, normalize_call,
+)
 from .instrument import InstrumentedGraph
 from .observers import GramObserver, ObserverFactory, SiteObserver, gram_observer_factory
 from .sites import DEFAULT_IGNORE, GramGroup, Site, find_sites, gram_groups, select_sites
@@ -11,7 +13,9 @@ __all__ = [
     "NodeSource",
     "as_call",
     "capture",
+    "capture_call",
     "input_signature",
+    "normalize_call",
     "InstrumentedGraph",
     "GramObserver",
     "ObserverFactory",
