@@ -38,3 +38,12 @@ def make_search(backend: str, pattern: SparsityPattern, G: torch.Tensor) -> Sear
     if backend not in _REGISTRY:
         raise ValueError(f"search backend {backend!r} is not available; registered: {sorted(_REGISTRY)}")
     return _REGISTRY[backend][1](pattern, G)
+
+
+def _register_builtin() -> None:
+    from . import cpu  # stdlib + torch only; the C++ build happens at the first make_search
+
+    register_backend("cpu", cpu.available, cpu.make_search)
+
+
+_register_builtin()
