@@ -10,10 +10,13 @@
 // implementation, ((G_up * w_p) * v_u + b_p) + a_u with v_u = -2 w_u, each rounded on its own (the build
 // uses -ffp-contract=off), so the choice is bit-for-bit that of search_rows_torch / search_nm_torch.
 //
-// Per-row kernel: rows are processed in tiles that share each row G[u, :] while it is in L1; for a fixed
-// (row, kept u) the inner loop over p is branch-free (b_p = +inf for kept p, padding included) and only
-// reduces to the minimum; the index of a minimum is recovered by a scalar rescan only when it improves the
-// row's best (rare), which keeps the hot loop at three loads and four vector operations per vector of p.
+// Per-row kernel: rows are processed in tiles; for each block of 32 u the tile's rows take turns on those
+// rows of G while they are in cache. Per row, the kept u of the block are listed (branch-free) and scored four
+// at a time, so each vector of w and b feeds four u. The loop over p is branch-free (b_p = +inf for kept p and
+// the padding) and only reduces to the minimum; the index of a minimum is recovered by a scalar rescan only
+// when it improves the row's best (rare). Four vector operations per 16 (float) pairs: this is at the
+// floating-point instruction floor of the exact formula; an FMA would save one operation but change the
+// rounding, and with it the bit-identity with the torch search.
 // N:M kernel: blocks are laid out across vector lanes (G's diagonal blocks transposed to (i, j, block)),
 // so every (i, j) position of all blocks of a row is scored in a few vector operations.
 #include <cstdint>
@@ -68,24 +71,46 @@ int threads_for(int requested, int64_t work_items) {
   return n;
 }
 
-// min over p < dpad of ((G_u[p] * w[p]) * vu + b[p]); dpad is a multiple of 4 vectors.
-template <typename T>
-inline T row_min(const T* __restrict Gu, const T* __restrict w, const T* __restrict b, T vu, int64_t dpad) {
+// out[k] = min over p < dpad of ((G_k[p] * w[p]) * v[k] + b[p]) for K rows G_k of G at once, so that w and b
+// are loaded once for K kept u; dpad is a multiple of 4 vectors.
+template <typename T, int K>
+inline void row_min(const T* const* __restrict Gs, const T* __restrict w, const T* __restrict b,
+                    const T* __restrict v, int64_t dpad, T* __restrict out) {
   using V = typename Vec<T>::type;
   constexpr int L = lanes<T>();
-  const V vv = splat<T>(vu);
-  V m0 = splat<T>(inf<T>()), m1 = m0, m2 = m0, m3 = m0;
-  for (int64_t p = 0; p < dpad; p += 4 * L) {
-    m0 = vmin<V>(load<T>(Gu + p) * load<T>(w + p) * vv + load<T>(b + p), m0);
-    m1 = vmin<V>(load<T>(Gu + p + L) * load<T>(w + p + L) * vv + load<T>(b + p + L), m1);
-    m2 = vmin<V>(load<T>(Gu + p + 2 * L) * load<T>(w + p + 2 * L) * vv + load<T>(b + p + 2 * L), m2);
-    m3 = vmin<V>(load<T>(Gu + p + 3 * L) * load<T>(w + p + 3 * L) * vv + load<T>(b + p + 3 * L), m3);
+  constexpr int A = K == 1 ? 4 : (K == 2 ? 2 : 1);  // independent accumulators per u (latency of min)
+  V vv[K], m[K][A];
+  for (int k = 0; k < K; ++k) {
+    vv[k] = splat<T>(v[k]);
+    for (int a = 0; a < A; ++a) m[k][a] = splat<T>(inf<T>());
   }
-  V m = vmin<V>(vmin<V>(m0, m1), vmin<V>(m2, m3));
-  T best = m[0];
-  for (int i = 1; i < L; ++i) best = m[i] < best ? m[i] : best;
-  return best;
+  for (int64_t p = 0; p < dpad; p += A * L) {
+    for (int a = 0; a < A; ++a) {
+      const V wv = load<T>(w + p + a * L), bv = load<T>(b + p + a * L);
+      for (int k = 0; k < K; ++k) m[k][a] = vmin<V>(load<T>(Gs[k] + p + a * L) * wv * vv[k] + bv, m[k][a]);
+    }
+  }
+  for (int k = 0; k < K; ++k) {
+    V mk = m[k][0];
+    for (int a = 1; a < A; ++a) mk = vmin<V>(m[k][a], mk);
+    T best = mk[0];
+    for (int i = 1; i < L; ++i) best = mk[i] < best ? mk[i] : best;
+    out[k] = best;
+  }
 }
+
+template <typename T>
+inline void row_min_n(int n, const T* const* Gs, const T* w, const T* b, const T* v, int64_t dpad, T* out) {
+  switch (n) {
+    case 1: row_min<T, 1>(Gs, w, b, v, dpad, out); break;
+    case 2: row_min<T, 2>(Gs, w, b, v, dpad, out); break;
+    case 3: row_min<T, 3>(Gs, w, b, v, dpad, out); break;
+    default: row_min<T, 4>(Gs, w, b, v, dpad, out); break;
+  }
+}
+
+constexpr int kGroup = 4;  // u per pass over a row's w and b
+constexpr int kBlockU = 64;  // u whose rows of G serve the whole tile of rows before moving on
 
 // Per-row patterns. Gpad: d x dpad (row stride dpad, zero padding). Outputs delta, u, p: (R,).
 template <typename T>
@@ -121,23 +146,40 @@ void search_rows(const T* w, const T* c, const uint8_t* keep, const T* Gpad, con
         bu[i] = 0;
         bp[i] = 0;
       }
-      for (int64_t u = 0; u < d; ++u) {
-        const T* Gu = Gpad + u * dpad;
+      for (int64_t u0 = 0; u0 < d; u0 += kBlockU) {
+        const int64_t u1 = u0 + kBlockU < d ? u0 + kBlockU : d;
         for (int64_t i = 0; i < nr; ++i) {
-          const int64_t off = (r0 + i) * d + u;
-          if (!keep[off]) continue;
-          const T wu = w[off];
-          const T au = wu * (T(2) * c[off] + wu * gdiag[u]);
-          const T vu = T(-2) * wu;
+          const int64_t row = (r0 + i) * d;
+          int64_t kept[kBlockU];
+          int n = 0;
+          for (int64_t u = u0; u < u1; ++u) {  // the kept u of this block, ascending, without branches
+            kept[n] = u;
+            n += keep[row + u] != 0;
+          }
           const T* wp = wbuf.data() + i * dpad;
           const T* b = bbuf.data() + i * dpad;
-          const T val = row_min<T>(Gu, wp, b, vu, dpad) + au;
-          if (val < best[i]) {  // strict: an earlier u keeps a tie
-            int64_t p = 0;
-            while (p < d && !(partial_score<T>(Gu[p], wp[p], vu, b[p]) + au == val)) ++p;
-            best[i] = val;
-            bu[i] = u;
-            bp[i] = p;
+          for (int k0 = 0; k0 < n; k0 += kGroup) {
+            const int nk = n - k0 < kGroup ? n - k0 : kGroup;
+            const T* Gs[kGroup];
+            T au[kGroup], vu[kGroup], mins[kGroup];
+            for (int k = 0; k < nk; ++k) {
+              const int64_t u = kept[k0 + k];
+              const T wu = w[row + u];
+              Gs[k] = Gpad + u * dpad;
+              au[k] = wu * (T(2) * c[row + u] + wu * gdiag[u]);
+              vu[k] = T(-2) * wu;
+            }
+            row_min_n<T>(nk, Gs, wp, b, vu, dpad, mins);
+            for (int k = 0; k < nk; ++k) {  // ascending u
+              const T val = mins[k] + au[k];
+              if (val < best[i]) {  // strict: an earlier u keeps a tie
+                int64_t p = 0;
+                while (p < d && !(partial_score<T>(Gs[k][p], wp[p], vu[k], b[p]) + au[k] == val)) ++p;
+                best[i] = val;
+                bu[i] = kept[k0 + k];
+                bp[i] = p;
+              }
+            }
           }
         }
       }
