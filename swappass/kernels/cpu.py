@@ -35,7 +35,7 @@ __all__ = ["available", "make_search", "load_library", "library_error", "CPUKern
 
 SOURCE = Path(__file__).with_name("swap_search_cpu.cpp")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fPIC", "-shared", "-std=c++17")
-ABI_VERSION = 1
+ABI_VERSION = 2
 _VECTOR_BYTES = 64  # kVectorBytes in the source: padding of G rows and N:M block lanes
 _MAX_TILE = 64  # rows per tile, bounded by the kernel's per-tile arrays
 _TILE = 16  # rows sharing each row of G while it is in L1 (measured: tools/bench_swap.py)
@@ -126,12 +126,17 @@ def _open(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     if lib.swappass_cpu_abi_version() != ABI_VERSION:
         raise OSError(f"{path} has ABI version {lib.swappass_cpu_abi_version()}, expected {ABI_VERSION}")
-    ptr, i64, cint = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    args = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, cint, ptr, ptr, ptr]
-    for name in ("swappass_search_rows_f32", "swappass_search_rows_f64", "swappass_search_nm_f32",
-                 "swappass_search_nm_f64"):
-        fn = getattr(lib, name)
-        fn.argtypes, fn.restype = args, None
+    ptr, i64, cint, dbl = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
+    signatures = {
+        "search_rows": [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, cint, ptr, ptr, ptr],
+        "search_nm": [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, cint, ptr, ptr, ptr],
+        "refine_rows": [ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, dbl, cint, ptr, ptr, ptr],
+        "refine_nm": [ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, dbl, cint, ptr, ptr, ptr],
+    }
+    for kind, args in signatures.items():
+        for suffix in ("f32", "f64"):
+            fn = getattr(lib, f"swappass_{kind}_{suffix}")
+            fn.argtypes, fn.restype = args, None
     return lib
 
 
@@ -207,14 +212,17 @@ def _round_up(n: int, k: int) -> int:
 
 
 class _CompiledSearch:
-    """Common argument checks and output allocation of the compiled searches over a fixed ``G``."""
+    """Common argument checks, outputs and the fused refinement loop of the compiled searches over a fixed G."""
 
-    def __init__(self, lib: ctypes.CDLL, G: torch.Tensor, kind: str) -> None:
+    kind = ""
+
+    def __init__(self, lib: ctypes.CDLL, G: torch.Tensor) -> None:
         self.d = G.shape[0]
         self.dtype = G.dtype
         self.gdiag = G.diagonal().contiguous()
         suffix = "f32" if G.dtype == torch.float32 else "f64"
-        self._fn = getattr(lib, f"swappass_search_{kind}_{suffix}")
+        self._search = getattr(lib, f"swappass_search_{self.kind}_{suffix}")
+        self._refine = getattr(lib, f"swappass_refine_{self.kind}_{suffix}")
         self.lanes = _VECTOR_BYTES // G.element_size()
 
     def _inputs(self, w: torch.Tensor, c: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -232,37 +240,89 @@ class _CompiledSearch:
             raise ValueError("cpu swap search: w, c and keep must be CPU tensors")
         return w.contiguous(), c.contiguous(), keep.contiguous()
 
-    def _outputs(self, R: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return (torch.empty(R, dtype=self.dtype), torch.empty(R, dtype=torch.long), torch.empty(R, dtype=torch.long))
+    def _call_search(self, w, c, keep, R, delta, u, p) -> None:
+        raise NotImplementedError
+
+    def _call_refine(self, w, c, keep, loss, R, iters, rtol, swaps, searches, active) -> None:
+        raise NotImplementedError
+
+    def __call__(self, w: torch.Tensor, c: torch.Tensor, keep: torch.Tensor) -> SwapChoice:
+        """Best swap per row of ``w, c, keep`` (R, d); the contract of :func:`swappass.search.search_rows_torch`."""
+        w, c, keep = self._inputs(w, c, keep)
+        R = w.shape[0]
+        delta = torch.empty(R, dtype=self.dtype)
+        u, p = torch.empty(R, dtype=torch.long), torch.empty(R, dtype=torch.long)
+        if R:
+            self._call_search(w, c, keep, R, delta, u, p)
+        return SwapChoice(delta, u, p)
+
+    def refine_batch(
+        self, w: torch.Tensor, keep: torch.Tensor, G: torch.Tensor, max_iters: int, rtol: float, resync_every: int
+    ) -> tuple[torch.Tensor, int]:
+        """``refine._refine_batch`` with the iterations between two exact re-derivations of c run in C++.
+
+        Same decisions and roundings as the Python loop (tested against it): ``keep`` (R, d) is updated in
+        place; returns (swaps per row, iterations run). ``G`` is the matrix this search was made from.
+        """
+        wc, _, kc = self._inputs(w, w, keep)
+        R = wc.shape[0]
+        c = (wc * ~kc) @ G
+        loss = ((wc * ~kc) * c).sum(dim=1)
+        swaps = torch.zeros(R, dtype=torch.long)
+        searches = torch.zeros(R, dtype=torch.long)
+        active = torch.ones(R, dtype=torch.uint8)
+        it = 0
+        while it < max_iters and R and bool(active.any()):
+            n = max_iters - it
+            if resync_every:
+                n = min(n, resync_every - it % resync_every)
+            self._call_refine(wc, c, kc, loss, R, n, float(rtol), swaps, searches, active)
+            it += n
+            if resync_every and it % resync_every == 0:
+                rows = active.nonzero()[:, 0]
+                if rows.numel():  # exactly as refine._refine_batch re-derives c and the row errors
+                    e = wc[rows] * ~kc[rows]
+                    c[rows] = e @ G
+                    loss[rows] = (e * c[rows]).sum(dim=1)
+        if kc.data_ptr() != keep.data_ptr():
+            keep.copy_(kc)
+        return swaps, int(searches.max()) if R else 0
 
 
 class RowSearch(_CompiledSearch):
     """Exhaustive kept × pruned search per row (per-row patterns)."""
 
+    kind = "rows"
+
     def __init__(self, lib: ctypes.CDLL, G: torch.Tensor, tile: int = _TILE) -> None:
-        super().__init__(lib, G, "rows")
+        super().__init__(lib, G)
         self.dpad = _round_up(self.d, 4 * self.lanes)  # the inner loop takes 4 vectors per step
         self.Gpad = torch.zeros(self.d, self.dpad, dtype=G.dtype)
         self.Gpad[:, : self.d] = G
         self.tile = max(1, min(_MAX_TILE, int(tile)))
 
-    def __call__(self, w: torch.Tensor, c: torch.Tensor, keep: torch.Tensor) -> SwapChoice:
-        w, c, keep = self._inputs(w, c, keep)
-        R = w.shape[0]
-        delta, u, p = self._outputs(R)
-        if R:
-            threads = torch.get_num_threads()
-            tile = max(1, min(self.tile, -(-R // threads)))  # enough tiles for every thread
-            self._fn(_ptr(w), _ptr(c), _ptr(keep), _ptr(self.Gpad), _ptr(self.gdiag), R, self.d, self.dpad, tile,
-                     threads, _ptr(delta), _ptr(u), _ptr(p))
-        return SwapChoice(delta, u, p)
+    def _tile(self, R: int, threads: int) -> int:
+        return max(1, min(self.tile, -(-R // threads)))  # enough tiles for every thread
+
+    def _call_search(self, w, c, keep, R, delta, u, p) -> None:
+        threads = torch.get_num_threads()
+        self._search(_ptr(w), _ptr(c), _ptr(keep), _ptr(self.Gpad), _ptr(self.gdiag), R, self.d, self.dpad,
+                     self._tile(R, threads), threads, _ptr(delta), _ptr(u), _ptr(p))
+
+    def _call_refine(self, w, c, keep, loss, R, iters, rtol, swaps, searches, active) -> None:
+        threads = torch.get_num_threads()
+        self._refine(_ptr(w), _ptr(c), _ptr(keep), _ptr(loss), _ptr(self.Gpad), _ptr(self.gdiag), R, self.d,
+                     self.dpad, self._tile(R, threads), iters, rtol, threads, _ptr(swaps), _ptr(searches),
+                     _ptr(active))
 
 
 class NMSearch(_CompiledSearch):
     """Search inside each block of ``m`` consecutive inputs (N:M patterns)."""
 
+    kind = "nm"
+
     def __init__(self, lib: ctypes.CDLL, G: torch.Tensor, m: int) -> None:
-        super().__init__(lib, G, "nm")
+        super().__init__(lib, G)
         if self.d % m:
             raise ValueError(f"cpu swap search: d_in = {self.d} is not divisible by M = {m}")
         self.m = m
@@ -270,15 +330,16 @@ class NMSearch(_CompiledSearch):
         self.nbp = _round_up(nb, self.lanes)
         self.GT = torch.zeros(m, m, self.nbp, dtype=G.dtype)  # GT[i, j, k] = G[k*m + i, k*m + j]
         self.GT[:, :, :nb] = nm_diag_blocks(G, m).permute(1, 2, 0)
+        self.G = G  # its rows update c in the fused loop
 
-    def __call__(self, w: torch.Tensor, c: torch.Tensor, keep: torch.Tensor) -> SwapChoice:
-        w, c, keep = self._inputs(w, c, keep)
-        R = w.shape[0]
-        delta, u, p = self._outputs(R)
-        if R:
-            self._fn(_ptr(w), _ptr(c), _ptr(keep), _ptr(self.GT), _ptr(self.gdiag), R, self.d, self.m, self.nbp,
+    def _call_search(self, w, c, keep, R, delta, u, p) -> None:
+        self._search(_ptr(w), _ptr(c), _ptr(keep), _ptr(self.GT), _ptr(self.gdiag), R, self.d, self.m, self.nbp,
                      torch.get_num_threads(), _ptr(delta), _ptr(u), _ptr(p))
-        return SwapChoice(delta, u, p)
+
+    def _call_refine(self, w, c, keep, loss, R, iters, rtol, swaps, searches, active) -> None:
+        self._refine(_ptr(w), _ptr(c), _ptr(keep), _ptr(loss), _ptr(self.GT), _ptr(self.G), _ptr(self.gdiag), R,
+                     self.d, self.m, self.nbp, iters, rtol, torch.get_num_threads(), _ptr(swaps), _ptr(searches),
+                     _ptr(active))
 
 
 def _torch_search(pattern: SparsityPattern, G: torch.Tensor) -> SearchFn:

@@ -19,9 +19,12 @@
 // rounding, and with it the bit-identity with the torch search.
 // N:M kernel: blocks are laid out across vector lanes (G's diagonal blocks transposed to (i, j, block)),
 // so every (i, j) position of all blocks of a row is scored in a few vector operations.
+//
+// refine_rows / refine_nm run refine.py's loop (search, accept if dL < -rtol * L_row, c += w_u G[u] - w_p G[p],
+// L_row += dL) for a number of iterations without returning to Python, with torch's roundings; the exact
+// re-derivation of c every `resync_every` iterations stays in Python (a torch matmul, as in refine.py).
+#include <cstddef>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -65,7 +68,7 @@ template <typename T> inline T inf() { return std::numeric_limits<T>::infinity()
 // The score of one pair without a_u, exactly as torch evaluates it.
 template <typename T> inline T partial_score(T g, T wp, T vu, T bp) { return g * wp * vu + bp; }
 
-int threads_for(int requested, int64_t work_items) {
+inline int threads_for(int requested, int64_t work_items) {
   int n = requested > 0 ? requested : 1;
   if (work_items < n) n = work_items > 0 ? int(work_items) : 1;
   return n;
@@ -109,161 +112,262 @@ inline void row_min_n(int n, const T* const* Gs, const T* w, const T* b, const T
   }
 }
 
-constexpr int kGroup = 4;  // u per pass over a row's w and b
-constexpr int kBlockU = 64;  // u whose rows of G serve the whole tile of rows before moving on
+constexpr int kGroup = 4;    // u per pass over a row's w and b
+constexpr int kBlockU = 32;  // u whose rows of G serve the whole tile of rows before moving on
+constexpr int kMaxTile = 64; // rows per tile (bounds the per-tile arrays)
 
-// Per-row patterns. Gpad: d x dpad (row stride dpad, zero padding). Outputs delta, u, p: (R,).
+template <typename T> struct Choice {
+  T delta;
+  int64_t u, p;
+};
+
+// ------------------------------------------------------------------------------------------ per-row patterns
+// Best pair of each of the nr rows listed in rows[] (indices into w, c, keep: R x d). Gpad: d x dpad, zero
+// padding; wbuf, bbuf: nr x dpad scratch.
 template <typename T>
-void search_rows(const T* w, const T* c, const uint8_t* keep, const T* Gpad, const T* gdiag, int64_t R,
-                 int64_t d, int64_t dpad, int64_t tile, int nthreads, T* out_delta, int64_t* out_u,
-                 int64_t* out_p) {
-  const int64_t ntiles = (R + tile - 1) / tile;
-  const int nt = threads_for(nthreads, ntiles);
-#pragma omp parallel num_threads(nt)
-  {
-    std::vector<T> wbuf(size_t(tile * dpad) + lanes<T>()), bbuf(size_t(tile * dpad) + lanes<T>());
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < ntiles; ++t) {
-      const int64_t r0 = t * tile, nr = (r0 + tile <= R ? tile : R - r0);
-      T best[64];
-      int64_t bu[64], bp[64];
-      for (int64_t i = 0; i < nr; ++i) {
-        const T* wr = w + (r0 + i) * d;
-        const T* cr = c + (r0 + i) * d;
-        const uint8_t* kr = keep + (r0 + i) * d;
-        T* wp = wbuf.data() + i * dpad;
-        T* bp_ = bbuf.data() + i * dpad;
-        for (int64_t p = 0; p < d; ++p) {
-          const T wv = wr[p];
-          wp[p] = wv;
-          bp_[p] = kr[p] ? inf<T>() : wv * (wv * gdiag[p] - T(2) * cr[p]);
-        }
-        for (int64_t p = d; p < dpad; ++p) {
-          wp[p] = T(0);
-          bp_[p] = inf<T>();
-        }
-        best[i] = inf<T>();
-        bu[i] = 0;
-        bp[i] = 0;
+void search_tile(const int64_t* rows, int64_t nr, const T* w, const T* c, const uint8_t* keep, const T* Gpad,
+                 const T* gdiag, int64_t d, int64_t dpad, T* wbuf, T* bbuf, Choice<T>* out) {
+  for (int64_t i = 0; i < nr; ++i) {
+    const T* wr = w + rows[i] * d;
+    const T* cr = c + rows[i] * d;
+    const uint8_t* kr = keep + rows[i] * d;
+    T* wi = wbuf + i * dpad;
+    T* bi = bbuf + i * dpad;
+    for (int64_t p = 0; p < d; ++p) {
+      const T wv = wr[p];
+      wi[p] = wv;
+      bi[p] = kr[p] ? inf<T>() : wv * (wv * gdiag[p] - T(2) * cr[p]);
+    }
+    for (int64_t p = d; p < dpad; ++p) {
+      wi[p] = T(0);
+      bi[p] = inf<T>();
+    }
+    out[i] = Choice<T>{inf<T>(), 0, 0};
+  }
+  for (int64_t u0 = 0; u0 < d; u0 += kBlockU) {
+    const int64_t u1 = u0 + kBlockU < d ? u0 + kBlockU : d;
+    for (int64_t i = 0; i < nr; ++i) {
+      const int64_t row = rows[i] * d;
+      int64_t kept[kBlockU];
+      int n = 0;
+      for (int64_t u = u0; u < u1; ++u) {  // the kept u of this block, ascending, without branches
+        kept[n] = u;
+        n += keep[row + u] != 0;
       }
-      for (int64_t u0 = 0; u0 < d; u0 += kBlockU) {
-        const int64_t u1 = u0 + kBlockU < d ? u0 + kBlockU : d;
-        for (int64_t i = 0; i < nr; ++i) {
-          const int64_t row = (r0 + i) * d;
-          int64_t kept[kBlockU];
-          int n = 0;
-          for (int64_t u = u0; u < u1; ++u) {  // the kept u of this block, ascending, without branches
-            kept[n] = u;
-            n += keep[row + u] != 0;
-          }
-          const T* wp = wbuf.data() + i * dpad;
-          const T* b = bbuf.data() + i * dpad;
-          for (int k0 = 0; k0 < n; k0 += kGroup) {
-            const int nk = n - k0 < kGroup ? n - k0 : kGroup;
-            const T* Gs[kGroup];
-            T au[kGroup], vu[kGroup], mins[kGroup];
-            for (int k = 0; k < nk; ++k) {
-              const int64_t u = kept[k0 + k];
-              const T wu = w[row + u];
-              Gs[k] = Gpad + u * dpad;
-              au[k] = wu * (T(2) * c[row + u] + wu * gdiag[u]);
-              vu[k] = T(-2) * wu;
-            }
-            row_min_n<T>(nk, Gs, wp, b, vu, dpad, mins);
-            for (int k = 0; k < nk; ++k) {  // ascending u
-              const T val = mins[k] + au[k];
-              if (val < best[i]) {  // strict: an earlier u keeps a tie
-                int64_t p = 0;
-                while (p < d && !(partial_score<T>(Gs[k][p], wp[p], vu[k], b[p]) + au[k] == val)) ++p;
-                best[i] = val;
-                bu[i] = kept[k0 + k];
-                bp[i] = p;
-              }
-            }
+      const T* wi = wbuf + i * dpad;
+      const T* b = bbuf + i * dpad;
+      for (int k0 = 0; k0 < n; k0 += kGroup) {
+        const int nk = n - k0 < kGroup ? n - k0 : kGroup;
+        const T* Gs[kGroup];
+        T au[kGroup], vu[kGroup], mins[kGroup];
+        for (int k = 0; k < nk; ++k) {
+          const int64_t u = kept[k0 + k];
+          const T wu = w[row + u];
+          Gs[k] = Gpad + u * dpad;
+          au[k] = wu * (T(2) * c[row + u] + wu * gdiag[u]);
+          vu[k] = T(-2) * wu;
+        }
+        row_min_n<T>(nk, Gs, wi, b, vu, dpad, mins);
+        for (int k = 0; k < nk; ++k) {  // ascending u
+          const T val = mins[k] + au[k];
+          if (val < out[i].delta) {  // strict: an earlier u keeps a tie
+            int64_t p = 0;
+            while (p < d && !(partial_score<T>(Gs[k][p], wi[p], vu[k], b[p]) + au[k] == val)) ++p;
+            out[i] = Choice<T>{val, kept[k0 + k], p};
           }
         }
-      }
-      for (int64_t i = 0; i < nr; ++i) {
-        out_delta[r0 + i] = best[i];
-        out_u[r0 + i] = bu[i];
-        out_p[r0 + i] = bp[i];
       }
     }
   }
 }
 
-// N:M patterns. GT: (m, m, nbp) with GT[i][j][k] = G[k*m + i, k*m + j], zero padding for k >= nb.
+// Accept the row's best swap if it lowers the row error by more than rtol (relative), as refine.py does:
+// ok = delta < -rtol * loss; then keep, c += w_u G[u] - w_p G[p], loss += delta (same roundings as torch).
 template <typename T>
-void search_nm(const T* w, const T* c, const uint8_t* keep, const T* GT, const T* gdiag, int64_t R, int64_t d,
-               int64_t m, int64_t nbp, int nthreads, T* out_delta, int64_t* out_u, int64_t* out_p) {
+bool accept(int64_t r, const Choice<T>& ch, const T* w, T* c, uint8_t* keep, T* loss, const T* G, int64_t ldg,
+            int64_t d, double rtol, int64_t* swaps, int64_t* searches) {
+  searches[r] += 1;
+  if (!(ch.delta < T(-rtol) * loss[r])) return false;
+  const int64_t row = r * d;
+  keep[row + ch.u] = 0;
+  keep[row + ch.p] = 1;
+  const T wu = w[row + ch.u], wp = w[row + ch.p];
+  const T* Gu = G + ch.u * ldg;
+  const T* Gp = G + ch.p * ldg;
+  T* cr = c + row;
+  for (int64_t j = 0; j < d; ++j) cr[j] = cr[j] + (wu * Gu[j] - wp * Gp[j]);
+  loss[r] = loss[r] + ch.delta;
+  swaps[r] += 1;
+  return true;
+}
+
+template <typename T> struct TileScratch {
+  std::vector<T> w, b;
+  std::vector<Choice<T>> out;
+  std::vector<int64_t> rows;
+  TileScratch(int64_t tile, int64_t dpad)
+      : w(static_cast<size_t>(tile * dpad)), b(static_cast<size_t>(tile * dpad)), out(static_cast<size_t>(tile)),
+        rows(static_cast<size_t>(tile)) {}
+};
+
+template <typename T>
+void search_rows(const T* w, const T* c, const uint8_t* keep, const T* Gpad, const T* gdiag, int64_t R,
+                 int64_t d, int64_t dpad, int64_t tile, int nthreads, T* out_delta, int64_t* out_u,
+                 int64_t* out_p) {
+  tile = tile < 1 ? 1 : (tile > kMaxTile ? kMaxTile : tile);
+  const int64_t ntiles = (R + tile - 1) / tile;
+#pragma omp parallel num_threads(threads_for(nthreads, ntiles))
+  {
+    TileScratch<T> s(tile, dpad);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < ntiles; ++t) {
+      const int64_t r0 = t * tile, nr = (r0 + tile <= R ? tile : R - r0);
+      for (int64_t i = 0; i < nr; ++i) s.rows[i] = r0 + i;
+      search_tile<T>(s.rows.data(), nr, w, c, keep, Gpad, gdiag, d, dpad, s.w.data(), s.b.data(), s.out.data());
+      for (int64_t i = 0; i < nr; ++i) {
+        out_delta[r0 + i] = s.out[i].delta;
+        out_u[r0 + i] = s.out[i].u;
+        out_p[r0 + i] = s.out[i].p;
+      }
+    }
+  }
+}
+
+// Up to `iters` iterations of search + accept for the rows with active[r] != 0 (refine.py's loop between two
+// exact re-derivations of c). Tiles of rows advance together; a row whose best swap is rejected stops.
+template <typename T>
+void refine_rows(const T* w, T* c, uint8_t* keep, T* loss, const T* Gpad, const T* gdiag, int64_t R, int64_t d,
+                 int64_t dpad, int64_t tile, int64_t iters, double rtol, int nthreads, int64_t* swaps,
+                 int64_t* searches, uint8_t* active) {
+  tile = tile < 1 ? 1 : (tile > kMaxTile ? kMaxTile : tile);
+  const int64_t ntiles = (R + tile - 1) / tile;
+#pragma omp parallel num_threads(threads_for(nthreads, ntiles))
+  {
+    TileScratch<T> s(tile, dpad);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < ntiles; ++t) {
+      const int64_t r0 = t * tile, r1 = (r0 + tile <= R ? r0 + tile : R);
+      for (int64_t it = 0; it < iters; ++it) {
+        int64_t nr = 0;
+        for (int64_t r = r0; r < r1; ++r)
+          if (active[r]) s.rows[nr++] = r;
+        if (nr == 0) break;
+        search_tile<T>(s.rows.data(), nr, w, c, keep, Gpad, gdiag, d, dpad, s.w.data(), s.b.data(), s.out.data());
+        for (int64_t i = 0; i < nr; ++i) {
+          const int64_t r = s.rows[i];
+          if (!accept<T>(r, s.out[i], w, c, keep, loss, Gpad, dpad, d, rtol, swaps, searches)) active[r] = 0;
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- N:M patterns
+template <typename T> struct NMScratch {
+  std::vector<T> W, V, A, B, bestv;
+  std::vector<typename Vec<T>::ielem> besti;
+  NMScratch(int64_t m, int64_t nbp)
+      : W(static_cast<size_t>(m * nbp)), V(static_cast<size_t>(m * nbp)), A(static_cast<size_t>(m * nbp)),
+        B(static_cast<size_t>(m * nbp)), bestv(static_cast<size_t>(nbp)), besti(static_cast<size_t>(nbp)) {}
+};
+
+// Best pair of row r inside its blocks of m. GT: (m, m, nbp), GT[i][j][k] = G[k*m + i, k*m + j], zero
+// padding for k >= nb = d / m.
+template <typename T>
+Choice<T> search_nm_row(int64_t r, const T* w, const T* c, const uint8_t* keep, const T* GT, const T* gdiag,
+                        int64_t d, int64_t m, int64_t nbp, NMScratch<T>& s) {
   using V = typename Vec<T>::type;
   using IV = typename Vec<T>::itype;
   using I = typename Vec<T>::ielem;
   constexpr int L = lanes<T>();
   const int64_t nb = d / m;
-  const int nt = threads_for(nthreads, R);
-#pragma omp parallel num_threads(nt)
+  const T* wr = w + r * d;
+  const T* cr = c + r * d;
+  const uint8_t* kr = keep + r * d;
+  for (int64_t i = 0; i < m; ++i) {  // de-interleave: lane k of position i is input k*m + i
+    T* Wi = s.W.data() + i * nbp;
+    T* Vi = s.V.data() + i * nbp;
+    T* Ai = s.A.data() + i * nbp;
+    T* Bi = s.B.data() + i * nbp;
+    for (int64_t k = 0; k < nb; ++k) {
+      const int64_t x = k * m + i;
+      const T wv = wr[x], wg = wv * gdiag[x];
+      Wi[k] = wv;
+      Vi[k] = T(-2) * wv;
+      Ai[k] = kr[x] ? wv * (T(2) * cr[x] + wg) : inf<T>();
+      Bi[k] = kr[x] ? inf<T>() : wv * (wg - T(2) * cr[x]);
+    }
+    for (int64_t k = nb; k < nbp; ++k) {
+      Wi[k] = Vi[k] = T(0);
+      Ai[k] = Bi[k] = inf<T>();
+    }
+  }
+  for (int64_t k = 0; k < nbp; k += L) {
+    store<T>(s.bestv.data() + k, splat<T>(inf<T>()));
+    *reinterpret_cast<IV*>(s.besti.data() + k) = IV{};
+  }
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < m; ++j) {
+      if (i == j) continue;  // u == p is never feasible (a_u finite means b_u = +inf)
+      const T* g = GT + (i * m + j) * nbp;
+      const T* Wj = s.W.data() + j * nbp;
+      const T* Vi = s.V.data() + i * nbp;
+      const T* Bj = s.B.data() + j * nbp;
+      const T* Ai = s.A.data() + i * nbp;
+      const I ij = I(i * m + j);
+      for (int64_t k = 0; k < nbp; k += L) {
+        const V sc = load<T>(g + k) * load<T>(Wj + k) * load<T>(Vi + k) + load<T>(Bj + k) + load<T>(Ai + k);
+        const V bv = load<T>(s.bestv.data() + k);
+        IV* bi = reinterpret_cast<IV*>(s.besti.data() + k);
+        const IV better = sc < bv;  // strict: an earlier (i, j) keeps a tie
+        store<T>(s.bestv.data() + k, better ? sc : bv);
+        *bi = better ? (IV{} + ij) : *bi;
+      }
+    }
+  }
+  Choice<T> best{inf<T>(), 0, 0};
+  int64_t bk = 0;
+  for (int64_t k = 0; k < nb; ++k)
+    if (s.bestv[k] < best.delta) {  // strict: the lowest block keeps a tie
+      best.delta = s.bestv[k];
+      bk = k;
+    }
+  const int64_t ij = int64_t(s.besti[bk]);
+  best.u = bk * m + ij / m;
+  best.p = bk * m + ij % m;
+  return best;
+}
+
+template <typename T>
+void search_nm(const T* w, const T* c, const uint8_t* keep, const T* GT, const T* gdiag, int64_t R, int64_t d,
+               int64_t m, int64_t nbp, int nthreads, T* out_delta, int64_t* out_u, int64_t* out_p) {
+#pragma omp parallel num_threads(threads_for(nthreads, R))
   {
-    std::vector<T> Wb(size_t(m * nbp)), Vb(size_t(m * nbp)), Ab(size_t(m * nbp)), Bb(size_t(m * nbp));
-    std::vector<T> bestv(static_cast<size_t>(nbp));
-    std::vector<I> besti(static_cast<size_t>(nbp));
+    NMScratch<T> s(m, nbp);
 #pragma omp for schedule(dynamic, 16)
     for (int64_t r = 0; r < R; ++r) {
-      const T* wr = w + r * d;
-      const T* cr = c + r * d;
-      const uint8_t* kr = keep + r * d;
-      for (int64_t i = 0; i < m; ++i) {
-        T* Wi = Wb.data() + i * nbp;
-        T* Vi = Vb.data() + i * nbp;
-        T* Ai = Ab.data() + i * nbp;
-        T* Bi = Bb.data() + i * nbp;
-        for (int64_t k = 0; k < nb; ++k) {
-          const int64_t x = k * m + i;
-          const T wv = wr[x], wg = wv * gdiag[x];
-          Wi[k] = wv;
-          Vi[k] = T(-2) * wv;
-          Ai[k] = kr[x] ? wv * (T(2) * cr[x] + wg) : inf<T>();
-          Bi[k] = kr[x] ? inf<T>() : wv * (wg - T(2) * cr[x]);
-        }
-        for (int64_t k = nb; k < nbp; ++k) {
-          Wi[k] = Vi[k] = T(0);
-          Ai[k] = Bi[k] = inf<T>();
-        }
+      const Choice<T> ch = search_nm_row<T>(r, w, c, keep, GT, gdiag, d, m, nbp, s);
+      out_delta[r] = ch.delta;
+      out_u[r] = ch.u;
+      out_p[r] = ch.p;
+    }
+  }
+}
+
+// N:M counterpart of refine_rows; G: the full d x d matrix (its rows update c).
+template <typename T>
+void refine_nm(const T* w, T* c, uint8_t* keep, T* loss, const T* GT, const T* G, const T* gdiag, int64_t R,
+               int64_t d, int64_t m, int64_t nbp, int64_t iters, double rtol, int nthreads, int64_t* swaps,
+               int64_t* searches, uint8_t* active) {
+#pragma omp parallel num_threads(threads_for(nthreads, R))
+  {
+    NMScratch<T> s(m, nbp);
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t r = 0; r < R; ++r) {
+      for (int64_t it = 0; it < iters && active[r]; ++it) {
+        const Choice<T> ch = search_nm_row<T>(r, w, c, keep, GT, gdiag, d, m, nbp, s);
+        if (!accept<T>(r, ch, w, c, keep, loss, G, d, d, rtol, swaps, searches)) active[r] = 0;
       }
-      for (int64_t k = 0; k < nbp; k += L) {
-        store<T>(bestv.data() + k, splat<T>(inf<T>()));
-        *reinterpret_cast<IV*>(besti.data() + k) = IV{};
-      }
-      for (int64_t i = 0; i < m; ++i) {
-        for (int64_t j = 0; j < m; ++j) {
-          if (i == j) continue;  // u == p is never feasible (a_u finite means b_u = +inf)
-          const T* g = GT + (i * m + j) * nbp;
-          const T* Wj = Wb.data() + j * nbp;
-          const T* Vi = Vb.data() + i * nbp;
-          const T* Bj = Bb.data() + j * nbp;
-          const T* Ai = Ab.data() + i * nbp;
-          const I ij = I(i * m + j);
-          for (int64_t k = 0; k < nbp; k += L) {
-            const V s = load<T>(g + k) * load<T>(Wj + k) * load<T>(Vi + k) + load<T>(Bj + k) + load<T>(Ai + k);
-            const V bv = load<T>(bestv.data() + k);
-            IV* bi = reinterpret_cast<IV*>(besti.data() + k);
-            const IV better = s < bv;  // strict: an earlier (i, j) keeps a tie
-            store<T>(bestv.data() + k, better ? s : bv);
-            *bi = better ? (IV{} + ij) : *bi;
-          }
-        }
-      }
-      T best = inf<T>();
-      int64_t bk = 0;
-      for (int64_t k = 0; k < nb; ++k)
-        if (bestv[k] < best) {  // strict: the lowest block keeps a tie
-          best = bestv[k];
-          bk = k;
-        }
-      const int64_t ij = int64_t(besti[bk]);
-      out_delta[r] = best;
-      out_u[r] = bk * m + ij / m;
-      out_p[r] = bk * m + ij % m;
     }
   }
 }
@@ -272,38 +376,32 @@ void search_nm(const T* w, const T* c, const uint8_t* keep, const T* GT, const T
 
 extern "C" {
 
-int swappass_cpu_abi_version() { return 1; }
+int swappass_cpu_abi_version() { return 2; }
 
-int swappass_cpu_max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
+#define SWAPPASS_DEFINE(T, SFX)                                                                                  \
+  void swappass_search_rows_##SFX(const T* w, const T* c, const uint8_t* keep, const T* Gpad, const T* gdiag,    \
+                                  int64_t R, int64_t d, int64_t dpad, int64_t tile, int nthreads, T* delta,      \
+                                  int64_t* u, int64_t* p) {                                                      \
+    search_rows<T>(w, c, keep, Gpad, gdiag, R, d, dpad, tile, nthreads, delta, u, p);                           \
+  }                                                                                                              \
+  void swappass_search_nm_##SFX(const T* w, const T* c, const uint8_t* keep, const T* GT, const T* gdiag,        \
+                                int64_t R, int64_t d, int64_t m, int64_t nbp, int nthreads, T* delta, int64_t* u, \
+                                int64_t* p) {                                                                    \
+    search_nm<T>(w, c, keep, GT, gdiag, R, d, m, nbp, nthreads, delta, u, p);                                   \
+  }                                                                                                              \
+  void swappass_refine_rows_##SFX(const T* w, T* c, uint8_t* keep, T* loss, const T* Gpad, const T* gdiag,       \
+                                  int64_t R, int64_t d, int64_t dpad, int64_t tile, int64_t iters, double rtol,  \
+                                  int nthreads, int64_t* swaps, int64_t* searches, uint8_t* active) {            \
+    refine_rows<T>(w, c, keep, loss, Gpad, gdiag, R, d, dpad, tile, iters, rtol, nthreads, swaps, searches,     \
+                   active);                                                                                      \
+  }                                                                                                              \
+  void swappass_refine_nm_##SFX(const T* w, T* c, uint8_t* keep, T* loss, const T* GT, const T* G,               \
+                                const T* gdiag, int64_t R, int64_t d, int64_t m, int64_t nbp, int64_t iters,     \
+                                double rtol, int nthreads, int64_t* swaps, int64_t* searches, uint8_t* active) { \
+    refine_nm<T>(w, c, keep, loss, GT, G, gdiag, R, d, m, nbp, iters, rtol, nthreads, swaps, searches, active);  \
+  }
 
-void swappass_search_rows_f32(const float* w, const float* c, const uint8_t* keep, const float* Gpad,
-                              const float* gdiag, int64_t R, int64_t d, int64_t dpad, int64_t tile, int nthreads,
-                              float* delta, int64_t* u, int64_t* p) {
-  search_rows<float>(w, c, keep, Gpad, gdiag, R, d, dpad, tile, nthreads, delta, u, p);
-}
-
-void swappass_search_rows_f64(const double* w, const double* c, const uint8_t* keep, const double* Gpad,
-                              const double* gdiag, int64_t R, int64_t d, int64_t dpad, int64_t tile, int nthreads,
-                              double* delta, int64_t* u, int64_t* p) {
-  search_rows<double>(w, c, keep, Gpad, gdiag, R, d, dpad, tile, nthreads, delta, u, p);
-}
-
-void swappass_search_nm_f32(const float* w, const float* c, const uint8_t* keep, const float* GT,
-                            const float* gdiag, int64_t R, int64_t d, int64_t m, int64_t nbp, int nthreads,
-                            float* delta, int64_t* u, int64_t* p) {
-  search_nm<float>(w, c, keep, GT, gdiag, R, d, m, nbp, nthreads, delta, u, p);
-}
-
-void swappass_search_nm_f64(const double* w, const double* c, const uint8_t* keep, const double* GT,
-                            const double* gdiag, int64_t R, int64_t d, int64_t m, int64_t nbp, int nthreads,
-                            double* delta, int64_t* u, int64_t* p) {
-  search_nm<double>(w, c, keep, GT, gdiag, R, d, m, nbp, nthreads, delta, u, p);
-}
+SWAPPASS_DEFINE(float, f32)
+SWAPPASS_DEFINE(double, f64)
 
 }  // extern "C"
