@@ -60,7 +60,9 @@ def assert_same_choice(got, ref):
 # ------------------------------------------------------------------------ agreement with the torch search
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize(
-    "pattern,d", [("0.6", 96), ("0.5", 37), ("0.6", 129), ("2:4", 96), ("4:8", 104), ("1:4", 36), ("2:4", 20)]
+    "pattern,d",
+    [("0.6", 96), ("0.5", 37), ("0.6", 129), ("2:4", 96), ("4:8", 104), ("1:4", 36), ("2:4", 20), ("1:2", 22),
+     ("2:3", 39), ("5:16", 80)],  # N:M with blocks inside a vector (M = 2, 4, 8) and de-interleaved (M = 3, 16)
 )
 def test_same_choice_as_torch(pattern, d, dtype):
     for seed in range(3):
@@ -93,7 +95,7 @@ def test_mid_refinement_states(pattern):
 
 
 # ------------------------------------------------------------------------ ties and edge cases
-@pytest.mark.parametrize("pattern", ["0.5", "2:4", "4:8"])
+@pytest.mark.parametrize("pattern", ["0.5", "2:4", "4:8", "3:6"])
 def test_ties_go_to_lowest_u_then_p(pattern):
     # Constant weights and G = I: every feasible pair has ΔL = 0 exactly.
     d, R = 72, 20

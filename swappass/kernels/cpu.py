@@ -35,9 +35,10 @@ __all__ = ["available", "make_search", "load_library", "library_error", "CPUKern
 
 SOURCE = Path(__file__).with_name("swap_search_cpu.cpp")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fPIC", "-shared", "-std=c++17")
-ABI_VERSION = 2
+ABI_VERSION = 3
 _VECTOR_BYTES = 64  # kVectorBytes in the source: padding of G rows and N:M block lanes
 _MAX_TILE = 64  # rows per tile, bounded by the kernel's per-tile arrays
+_IN_LANE_M = (2, 4, 8)  # N:M block sizes the kernel scores inside one vector (its switch in search_nm_row)
 _TILE = 16  # rows sharing each row of G while it is in L1 (measured: tools/bench_swap.py)
 
 SearchFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], SwapChoice]
@@ -327,9 +328,15 @@ class NMSearch(_CompiledSearch):
             raise ValueError(f"cpu swap search: d_in = {self.d} is not divisible by M = {m}")
         self.m = m
         nb = self.d // m
-        self.nbp = _round_up(nb, self.lanes)
-        self.GT = torch.zeros(m, m, self.nbp, dtype=G.dtype)  # GT[i, j, k] = G[k*m + i, k*m + j]
-        self.GT[:, :, :nb] = nm_diag_blocks(G, m).permute(1, 2, 0)
+        blocks = nm_diag_blocks(G, m)  # (nb, m, m)
+        if m in _IN_LANE_M:  # blocks fit inside a vector: GT[j, x] = G[x, (x // m) * m + j]
+            self.nbp = _round_up(self.d, self.lanes)
+            self.GT = torch.zeros(m, self.nbp, dtype=G.dtype)
+            self.GT[:, : self.d] = blocks.reshape(self.d, m).T
+        else:  # de-interleaved blocks: GT[i, j, k] = G[k*m + i, k*m + j]
+            self.nbp = _round_up(nb, self.lanes)
+            self.GT = torch.zeros(m, m, self.nbp, dtype=G.dtype)
+            self.GT[:, :, :nb] = blocks.permute(1, 2, 0)
         self.G = G  # its rows update c in the fused loop
 
     def _call_search(self, w, c, keep, R, delta, u, p) -> None:

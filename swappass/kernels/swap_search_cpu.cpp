@@ -25,7 +25,9 @@
 // re-derivation of c every `resync_every` iterations stays in Python (a torch matmul, as in refine.py).
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #ifdef _OPENMP
@@ -41,11 +43,13 @@ template <> struct Vec<float> {
   typedef float type __attribute__((vector_size(kVectorBytes), aligned(4)));
   typedef int32_t ielem;
   typedef int32_t itype __attribute__((vector_size(kVectorBytes), aligned(4)));
+  typedef uint8_t btype __attribute__((vector_size(kVectorBytes / 4), aligned(1)));
 };
 template <> struct Vec<double> {
   typedef double type __attribute__((vector_size(kVectorBytes), aligned(8)));
   typedef int64_t ielem;
   typedef int64_t itype __attribute__((vector_size(kVectorBytes), aligned(8)));
+  typedef uint8_t btype __attribute__((vector_size(kVectorBytes / 8), aligned(1)));
 };
 
 template <typename T> constexpr int lanes() { return kVectorBytes / int(sizeof(T)); }
@@ -62,6 +66,19 @@ template <typename T> inline typename Vec<T>::type splat(T x) {
   return v;
 }
 template <typename V> inline V vmin(V x, V m) { return x < m ? x : m; }  // lane-wise, as MINPS/MINPD
+
+// Lane l of the result is lane (l / M) * M + J of v: the J-th entry of l's block of M lanes, for every lane.
+template <typename T, int M, int J, size_t... Ls>
+inline typename Vec<T>::type block_pick(typename Vec<T>::type v, std::index_sequence<Ls...>) {
+#if defined(__clang__)
+  return __builtin_shufflevector(v, v, int((Ls / M) * M + J)...);
+#else
+  return __builtin_shuffle(v, typename Vec<T>::itype{typename Vec<T>::ielem((Ls / M) * M + J)...});
+#endif
+}
+template <typename T, int M, int J> inline typename Vec<T>::type block_pick(typename Vec<T>::type v) {
+  return block_pick<T, M, J>(v, std::make_index_sequence<size_t(kVectorBytes / sizeof(T))>{});
+}
 
 template <typename T> inline T inf() { return std::numeric_limits<T>::infinity(); }
 
@@ -264,78 +281,145 @@ void refine_rows(const T* w, T* c, uint8_t* keep, T* loss, const T* Gpad, const 
 
 // ---------------------------------------------------------------------------------------------- N:M patterns
 template <typename T> struct NMScratch {
-  std::vector<T> W, V, A, B, bestv;
-  std::vector<typename Vec<T>::ielem> besti;
+  std::vector<T> W, V, A, B;
   NMScratch(int64_t m, int64_t nbp)
       : W(static_cast<size_t>(m * nbp)), V(static_cast<size_t>(m * nbp)), A(static_cast<size_t>(m * nbp)),
-        B(static_cast<size_t>(m * nbp)), bestv(static_cast<size_t>(nbp)), besti(static_cast<size_t>(nbp)) {}
+        B(static_cast<size_t>(m * nbp)) {}
 };
 
-// Best pair of row r inside its blocks of m. GT: (m, m, nbp), GT[i][j][k] = G[k*m + i, k*m + j], zero
-// padding for k >= nb = d / m.
+// Lay the row out by position inside the block: W[i][k] = w[k*m + i], V = -2 W, A = a (+inf where pruned),
+// B = b (+inf where kept); lanes k >= nb are padding (scores +inf).
 template <typename T>
-Choice<T> search_nm_row(int64_t r, const T* w, const T* c, const uint8_t* keep, const T* GT, const T* gdiag,
-                        int64_t d, int64_t m, int64_t nbp, NMScratch<T>& s) {
+void deinterleave(const T* wr, const T* cr, const uint8_t* kr, const T* gdiag, int64_t nb, int64_t m,
+                  int64_t nbp, NMScratch<T>& s) {
+  T *W = s.W.data(), *V = s.V.data(), *A = s.A.data(), *B = s.B.data();
+  for (int64_t k = 0; k < nb; ++k) {
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t x = k * m + i, y = i * nbp + k;
+      const T wv = wr[x], wg = wv * gdiag[x], c2 = T(2) * cr[x];
+      const bool kept = kr[x] != 0;
+      W[y] = wv;
+      V[y] = T(-2) * wv;
+      A[y] = kept ? wv * (c2 + wg) : inf<T>();
+      B[y] = kept ? inf<T>() : wv * (wg - c2);
+    }
+  }
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t k = nb; k < nbp; ++k) {
+      const int64_t y = i * nbp + k;
+      W[y] = V[y] = T(0);
+      A[y] = B[y] = inf<T>();
+    }
+}
+
+// The best pair over all blocks from the de-interleaved row: a vector of L blocks at a time, every (i, j)
+// position scored with the running best kept in registers; ties go to the lowest (block, i, j).
+template <typename T>
+Choice<T> scan_blocks(const T* GT, int64_t nb, int64_t m, int64_t nbp, const NMScratch<T>& s) {
   using V = typename Vec<T>::type;
   using IV = typename Vec<T>::itype;
   using I = typename Vec<T>::ielem;
   constexpr int L = lanes<T>();
+  const T *W = s.W.data(), *Vv = s.V.data(), *A = s.A.data(), *B = s.B.data();
+  Choice<T> best{inf<T>(), 0, 0};
+  for (int64_t k = 0; k < nbp; k += L) {
+    V bv = splat<T>(inf<T>());
+    IV bi = IV{};
+    for (int64_t i = 0; i < m; ++i) {
+      const V vi = load<T>(Vv + i * nbp + k), ai = load<T>(A + i * nbp + k);
+      for (int64_t j = 0; j < m; ++j) {
+        if (i == j) continue;  // u == p is never feasible (a_u finite means b_u = +inf)
+        const V sc = load<T>(GT + (i * m + j) * nbp + k) * load<T>(W + j * nbp + k) * vi + load<T>(B + j * nbp + k) + ai;
+        const IV better = sc < bv;  // strict: an earlier (i, j) keeps a tie
+        bv = better ? sc : bv;
+        bi = better ? (IV{} + I(i * m + j)) : bi;
+      }
+    }
+    for (int l = 0; l < L && k + l < nb; ++l)
+      if (bv[l] < best.delta) {  // strict: the lowest block keeps a tie
+        const int64_t blk = k + l, ij = int64_t(bi[l]);
+        best = Choice<T>{bv[l], blk * m + ij / m, blk * m + ij % m};
+      }
+  }
+  return best;
+}
+
+// One vector of L inputs (L / M whole blocks): lane x scores u = x against every p = J-th input of its block,
+// J ascending (the lane's partners are picked by an in-register shuffle); u == p scores +inf. Updates best
+// in ascending lane order, so ties go to the lowest u, then the lowest p.
+template <typename T, int M, size_t... Js>
+inline void scan_lanes(const T* w, const T* c, const uint8_t* k, const T* g, const T* Gj, int64_t ldg, int64_t x0,
+                       Choice<T>& best, std::index_sequence<Js...>) {
+  using V = typename Vec<T>::type;
+  using IV = typename Vec<T>::itype;
+  using I = typename Vec<T>::ielem;
+  constexpr int L = lanes<T>();
+  typename Vec<T>::btype kb;
+  std::memcpy(&kb, k, sizeof(kb));
+  const IV kept = __builtin_convertvector(kb, IV) != 0;
+  const V wv = load<T>(w), wg = wv * load<T>(g), c2 = splat<T>(T(2)) * load<T>(c), infv = splat<T>(inf<T>());
+  const V a = kept ? wv * (c2 + wg) : infv;
+  const V b = kept ? infv : wv * (wg - c2);
+  const V v = splat<T>(T(-2)) * wv;
+  V bv = infv;
+  IV bj = IV{};
+  auto step = [&](auto J) {
+    constexpr int j = decltype(J)::value;
+    const V sc = load<T>(Gj + j * ldg) * block_pick<T, M, j>(wv) * v + block_pick<T, M, j>(b) + a;
+    const IV better = sc < bv;  // strict: a lower p keeps a tie
+    bv = better ? sc : bv;
+    bj = better ? (IV{} + I(j)) : bj;
+  };
+  (step(std::integral_constant<int, int(Js)>{}), ...);
+  for (int l = 0; l < L; ++l)
+    if (bv[l] < best.delta) {  // strict: a lower u keeps a tie
+      const int64_t u = x0 + l;
+      best = Choice<T>{bv[l], u, u / M * M + int64_t(bj[l])};
+    }
+}
+
+// Best pair of one row when a block never straddles two vectors (L % M == 0). Gj: (M, ldg) with
+// Gj[j][x] = G[x, (x / M) * M + j], zero padding for x >= d.
+template <typename T, int M>
+Choice<T> scan_row_in_lanes(const T* wr, const T* cr, const uint8_t* kr, const T* gdiag, const T* Gj, int64_t d,
+                            int64_t ldg) {
+  constexpr int L = lanes<T>();
+  static_assert(L % M == 0, "a block must fit in one vector");
+  Choice<T> best{inf<T>(), 0, 0};
+  int64_t x0 = 0;
+  for (; x0 + L <= d; x0 += L)
+    scan_lanes<T, M>(wr + x0, cr + x0, kr + x0, gdiag + x0, Gj + x0, ldg, x0, best, std::make_index_sequence<M>{});
+  if (x0 < d) {  // the last, partial vector: padding lanes are pruned zeros (a = +inf, whole blocks)
+    T w[L] = {}, c[L] = {}, g[L] = {};
+    uint8_t k[L] = {};
+    for (int64_t x = x0; x < d; ++x) {
+      w[x - x0] = wr[x];
+      c[x - x0] = cr[x];
+      g[x - x0] = gdiag[x];
+      k[x - x0] = kr[x];
+    }
+    scan_lanes<T, M>(w, c, k, g, Gj + x0, ldg, x0, best, std::make_index_sequence<M>{});
+  }
+  return best;
+}
+
+// Best pair of row r inside its blocks of m. For m in {2, 4, 8}: GT is (m, nbp) as scan_row_in_lanes takes it
+// (nbp >= d); otherwise GT is (m, m, nbp), GT[i][j][k] = G[k*m + i, k*m + j], zero padding for k >= nb = d / m.
+template <typename T>
+Choice<T> search_nm_row(int64_t r, const T* w, const T* c, const uint8_t* keep, const T* GT, const T* gdiag,
+                        int64_t d, int64_t m, int64_t nbp, NMScratch<T>& s) {
   const int64_t nb = d / m;
   const T* wr = w + r * d;
   const T* cr = c + r * d;
   const uint8_t* kr = keep + r * d;
-  for (int64_t i = 0; i < m; ++i) {  // de-interleave: lane k of position i is input k*m + i
-    T* Wi = s.W.data() + i * nbp;
-    T* Vi = s.V.data() + i * nbp;
-    T* Ai = s.A.data() + i * nbp;
-    T* Bi = s.B.data() + i * nbp;
-    for (int64_t k = 0; k < nb; ++k) {
-      const int64_t x = k * m + i;
-      const T wv = wr[x], wg = wv * gdiag[x];
-      Wi[k] = wv;
-      Vi[k] = T(-2) * wv;
-      Ai[k] = kr[x] ? wv * (T(2) * cr[x] + wg) : inf<T>();
-      Bi[k] = kr[x] ? inf<T>() : wv * (wg - T(2) * cr[x]);
-    }
-    for (int64_t k = nb; k < nbp; ++k) {
-      Wi[k] = Vi[k] = T(0);
-      Ai[k] = Bi[k] = inf<T>();
-    }
+  switch (m) {  // blocks inside one vector: no de-interleaving
+    case 2: return scan_row_in_lanes<T, 2>(wr, cr, kr, gdiag, GT, d, nbp);
+    case 4: return scan_row_in_lanes<T, 4>(wr, cr, kr, gdiag, GT, d, nbp);
+    case 8: return scan_row_in_lanes<T, 8>(wr, cr, kr, gdiag, GT, d, nbp);
+    default:
+      deinterleave<T>(wr, cr, kr, gdiag, nb, m, nbp, s);
+      return scan_blocks<T>(GT, nb, m, nbp, s);
   }
-  for (int64_t k = 0; k < nbp; k += L) {
-    store<T>(s.bestv.data() + k, splat<T>(inf<T>()));
-    *reinterpret_cast<IV*>(s.besti.data() + k) = IV{};
-  }
-  for (int64_t i = 0; i < m; ++i) {
-    for (int64_t j = 0; j < m; ++j) {
-      if (i == j) continue;  // u == p is never feasible (a_u finite means b_u = +inf)
-      const T* g = GT + (i * m + j) * nbp;
-      const T* Wj = s.W.data() + j * nbp;
-      const T* Vi = s.V.data() + i * nbp;
-      const T* Bj = s.B.data() + j * nbp;
-      const T* Ai = s.A.data() + i * nbp;
-      const I ij = I(i * m + j);
-      for (int64_t k = 0; k < nbp; k += L) {
-        const V sc = load<T>(g + k) * load<T>(Wj + k) * load<T>(Vi + k) + load<T>(Bj + k) + load<T>(Ai + k);
-        const V bv = load<T>(s.bestv.data() + k);
-        IV* bi = reinterpret_cast<IV*>(s.besti.data() + k);
-        const IV better = sc < bv;  // strict: an earlier (i, j) keeps a tie
-        store<T>(s.bestv.data() + k, better ? sc : bv);
-        *bi = better ? (IV{} + ij) : *bi;
-      }
-    }
-  }
-  Choice<T> best{inf<T>(), 0, 0};
-  int64_t bk = 0;
-  for (int64_t k = 0; k < nb; ++k)
-    if (s.bestv[k] < best.delta) {  // strict: the lowest block keeps a tie
-      best.delta = s.bestv[k];
-      bk = k;
-    }
-  const int64_t ij = int64_t(s.besti[bk]);
-  best.u = bk * m + ij / m;
-  best.p = bk * m + ij % m;
-  return best;
 }
 
 template <typename T>
@@ -376,7 +460,7 @@ void refine_nm(const T* w, T* c, uint8_t* keep, T* loss, const T* GT, const T* G
 
 extern "C" {
 
-int swappass_cpu_abi_version() { return 2; }
+int swappass_cpu_abi_version() { return 3; }
 
 #define SWAPPASS_DEFINE(T, SFX)                                                                                  \
   void swappass_search_rows_##SFX(const T* w, const T* c, const uint8_t* keep, const T* Gpad, const T* gdiag,    \
