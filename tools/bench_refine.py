@@ -62,8 +62,11 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3, help="best of this many runs per path (torch: one run)")
     ap.add_argument("--paths", nargs="+", default=["torch", "cpu-search", "cpu"])
+    ap.add_argument("--threads", type=int, default=0, help="torch/OpenMP threads (0: torch's default)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if "cpu" not in kernels.available_backends("cpu"):
         raise SystemExit("the cpu backend is not registered")
     info = dict(torch=torch.__version__, threads=torch.get_num_threads(), machine=platform.machine(),

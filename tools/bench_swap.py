@@ -169,8 +169,11 @@ def main() -> None:
     ap.add_argument("--naive-rows", type=int, default=64, help="rows given to the naive baseline (memory-bound)")
     ap.add_argument("--torch-compile", action="store_true",
                     help="also time the per-row search compiled by torch.compile (compiles for minutes on CPU)")
+    ap.add_argument("--threads", type=int, default=0, help="torch/OpenMP threads (0: torch's default)")
     ap.add_argument("--json", type=Path, help="write results here")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     info = dict(torch=torch.__version__, device=args.device, threads=torch.get_num_threads(),
                 machine=platform.machine(), processor=platform.processor() or platform.machine())
