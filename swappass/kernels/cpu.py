@@ -226,19 +226,23 @@ class _CompiledSearch:
         self._refine = getattr(lib, f"swappass_refine_{self.kind}_{suffix}")
         self.lanes = _VECTOR_BYTES // G.element_size()
 
-    def _inputs(self, w: torch.Tensor, c: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if w.dim() != 2 or w.shape[1] != self.d or c.shape != w.shape or keep.shape != w.shape:
+    def _inputs(self, w: torch.Tensor, c: torch.Tensor | None, keep: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Check shapes, dtypes and device; contiguous copies only where needed. ``c=None``: w and keep only."""
+        cc = w if c is None else c
+        if w.dim() != 2 or w.shape[1] != self.d or cc.shape != w.shape or keep.shape != w.shape:
             raise ValueError(
                 f"cpu swap search: w, c, keep must all be (rows, {self.d}); got {tuple(w.shape)}, "
-                f"{tuple(c.shape)}, {tuple(keep.shape)}"
+                f"{tuple(cc.shape)}, {tuple(keep.shape)}"
             )
-        if w.dtype != self.dtype or c.dtype != self.dtype or keep.dtype != torch.bool:
+        if w.dtype != self.dtype or cc.dtype != self.dtype or keep.dtype != torch.bool:
             raise ValueError(
                 f"cpu swap search: w and c must be {self.dtype} like G and keep bool; "
-                f"got {w.dtype}, {c.dtype}, {keep.dtype}"
+                f"got {w.dtype}, {cc.dtype}, {keep.dtype}"
             )
-        if w.device.type != "cpu" or c.device.type != "cpu" or keep.device.type != "cpu":
+        if w.device.type != "cpu" or cc.device.type != "cpu" or keep.device.type != "cpu":
             raise ValueError("cpu swap search: w, c and keep must be CPU tensors")
+        if c is None:
+            return w.contiguous(), keep.contiguous()
         return w.contiguous(), c.contiguous(), keep.contiguous()
 
     def _call_search(self, w, c, keep, R, delta, u, p) -> None:
@@ -265,7 +269,7 @@ class _CompiledSearch:
         Same decisions and roundings as the Python loop (tested against it): ``keep`` (R, d) is updated in
         place; returns (swaps per row, iterations run). ``G`` is the matrix this search was made from.
         """
-        wc, _, kc = self._inputs(w, w, keep)
+        wc, kc = self._inputs(w, None, keep)
         R = wc.shape[0]
         c = (wc * ~kc) @ G
         loss = ((wc * ~kc) * c).sum(dim=1)
@@ -298,8 +302,11 @@ class RowSearch(_CompiledSearch):
     def __init__(self, lib: ctypes.CDLL, G: torch.Tensor, tile: int = _TILE) -> None:
         super().__init__(lib, G)
         self.dpad = _round_up(self.d, 4 * self.lanes)  # the inner loop takes 4 vectors per step
-        self.Gpad = torch.zeros(self.d, self.dpad, dtype=G.dtype)
-        self.Gpad[:, : self.d] = G
+        if self.dpad == self.d:
+            self.Gpad = G  # no padding needed (d_in a multiple of 64 / 32): no copy of G
+        else:
+            self.Gpad = torch.zeros(self.d, self.dpad, dtype=G.dtype)
+            self.Gpad[:, : self.d] = G
         self.tile = max(1, min(_MAX_TILE, int(tile)))
 
     def _tile(self, R: int, threads: int) -> int:
