@@ -39,7 +39,7 @@ ABI_VERSION = 3
 _VECTOR_BYTES = 64  # kVectorBytes in the source: padding of G rows and N:M block lanes
 _MAX_TILE = 64  # rows per tile, bounded by the kernel's per-tile arrays
 _IN_LANE_M = (2, 4, 8)  # N:M block sizes the kernel scores inside one vector (its switch in search_nm_row)
-_TILE = 16  # rows sharing each row of G while it is in L1 (measured: tools/bench_swap.py)
+_TILE = 16  # rows that share each block of G rows while it is in cache (a choice: 4-64 all time alike here)
 
 SearchFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], SwapChoice]
 
