@@ -543,9 +543,7 @@ def export_onnx(
     hf = _is_hf_model(model)
     named, positional = _named_inputs(model, example_inputs, hf)
     axes = _default_axes(named, dynamic)
-    call_kwargs = {}
-    if hf and "use_cache" in inspect.signature(model.forward).parameters:
-        call_kwargs["use_cache"] = False
+    call_kwargs = {"use_cache": False} if hf and "use_cache" in inspect.signature(model.forward).parameters else {}
     was_training = model.training
     model.eval()
     try:
@@ -558,49 +556,24 @@ def export_onnx(
             del eager
             adapter = _ExportAdapter(model, list(named), call_kwargs, fields, positional).eval()
             ep = _capture(adapter, _widen_unit_axes(named, axes), list(named), axes, _max_sizes(model, hf))
+            unused = _unused_parameters(ep)
             proto = _translate(ep, list(named), output_names, opset)
+            del ep
             _strip_adapter_prefix(proto)
             _rename_dims(proto, axes)
-            unused = _unused_parameters(ep)
-            report_notes = []
-            if records:
-                _restore_weight_names(proto, records, weights)
-            dense_bytes = compacted = None
-            if compact:
-                dense_bytes = _serialized_bytes(proto)
-                compacted = [c.name for c in compact_initializers(proto)]
-            if records:
-                pre = audit_sparsity(proto, records, weights, unused)
-                set_metadata(proto, sparsity_metadata(pre))
-            else:
-                from . import __version__
-
-                set_metadata(proto, {"swappass.version": __version__})
+            report = _describe(proto, path)
+            _finish_proto(proto, report, records, weights, unused, compact)
             too_big = _tensor_bytes(proto) > PROTOBUF_LIMIT_BYTES - _EXTERNAL_MARGIN
-            use_external = too_big if external_data is None else bool(external_data)
             if too_big and external_data is False:
                 raise ExportError(f"the model's weights ({_mb(_tensor_bytes(proto))}) exceed the 2 GB protobuf limit; "
                                   "use external_data=True (or None)")
-            out.save(proto, use_external)
+            out.save(proto, too_big if external_data is None else bool(external_data))
             del proto
-            final, data_file = out.commit()
-        export_seconds = time.perf_counter() - t0
+            final, report.external_data = out.commit()
+        report.export_seconds = time.perf_counter() - t0
     finally:
         model.train(was_training)
-    info = onnx.load(str(final), load_external_data=False)
-    report = ExportReport(
-        path=final,
-        file_bytes=final.stat().st_size + (data_file.stat().st_size if data_file else 0),
-        opset=next((o.version for o in info.opset_import if o.domain in ("", "ai.onnx")), 0),
-        inputs={vi.name: _vi_dims(vi) for vi in info.graph.input},
-        outputs={vi.name: _vi_dims(vi) for vi in info.graph.output},
-        external_data=data_file,
-        dense_bytes=dense_bytes,
-        compacted=compacted or [],
-        notes=report_notes,
-        export_seconds=export_seconds,
-    )
-    del info
+    report.file_bytes = final.stat().st_size + (report.external_data.stat().st_size if report.external_data else 0)
     if verify:
         _verify(report, model, adapter, named, axes, output_names, records, weights, unused, rtol, atol,
                 verify_inputs, providers)
@@ -613,6 +586,36 @@ def export_onnx(
             raise ExportError(f"{final} failed verification:\n  " + "\n  ".join(report.failures()))
         warnings.warn(f"{final} failed verification: " + "; ".join(report.failures()[:3]), stacklevel=2)
     return report
+
+
+def _describe(proto: onnx.ModelProto, path: Path) -> ExportReport:
+    """A report holding what the graph says: opset, input and output names with their (named) dims."""
+    return ExportReport(
+        path=path,
+        file_bytes=0,
+        opset=next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0),
+        inputs={vi.name: _vi_dims(vi) for vi in proto.graph.input},
+        outputs={vi.name: _vi_dims(vi) for vi in proto.graph.output},
+    )
+
+
+def _finish_proto(proto: onnx.ModelProto, report: ExportReport, records: Sequence[PrunedWeight],
+                  weights: Mapping[str, torch.Tensor], unused: set[str], compact: bool) -> None:
+    """Name the pruned weights, store sparse ones compactly (if asked), and write the sparsity metadata."""
+    from . import __version__
+
+    audit = None
+    if records:
+        _restore_weight_names(proto, records, weights)
+        audit = audit_sparsity(proto, records, weights, unused)  # of the dense graph: gives the metadata
+    if compact:
+        report.dense_bytes = _serialized_bytes(proto)
+        report.compacted = [c.name for c in compact_initializers(proto)]
+        if audit is not None:
+            for e in audit.entries:
+                if e.initializer in report.compacted:
+                    e.storage = "compact"  # bit mask + values, rebuilt by swappass.onnx_compact's subgraph
+    set_metadata(proto, sparsity_metadata(audit) if audit is not None else {"swappass.version": __version__})
 
 
 def _call(model, named, positional, call_kwargs):

@@ -139,7 +139,7 @@ def test_compact_mode_shrinks_file_and_still_verifies(llama_export):
     storages = {e.initializer: e.storage for e in small.audit.entries}
     assert all(storages[name] == "computed" for name in small.compacted if name in storages)
     meta = read_sparsity_metadata(small.path)[METADATA_SPARSITY]
-    assert {k for k, v in meta.items() if v["storage"] == "computed"} == set(small.compacted) & set(meta)
+    assert {k for k, v in meta.items() if v["storage"] == "compact"} == set(small.compacted) & set(meta)
 
 
 def _corrupt_one_pruned_weight(src: Path, dst: Path, records) -> str:
