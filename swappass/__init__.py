@@ -6,11 +6,19 @@ Layer-level API (DESIGN.md §3)::
     res = swappass.refine_mask(W, G, mask0, pattern="2:4", max_iters=100)
     loss = swappass.layer_loss(W, G, res.mask)                           # per-row error
     report = swappass.export_onnx(model, example_inputs, "model.onnx", masks=records)  # verified ONNX
+
+Beyond the paper: ``"unstructured:0.6"`` layer budgets (cross-row moves), ``refit_weights`` (damped least
+squares on the final mask), and the baselines ``sparsegpt_prune`` and ``dsnot_refine`` (with ``ChannelStats``).
 """
+from .channelstats import ChannelStats
+from .dsnot import dsnot_refine, dsnot_skips
 from .export import ExportReport, export_onnx
 from .gram import GramAccumulator, NonFiniteActivationError
-from .patterns import NMSparsity, RowSparsity, SparsityPattern, parse_pattern
+from .patterns import NMSparsity, RowSparsity, SparsityPattern, UnstructuredSparsity, parse_pattern
 from .refine import RefineResult, layer_loss, refine_mask
+from .refit import RefitResult, reconstruction_loss, refit_weights
+from .sparsegpt import SparseGPTResult, project_mask, sparsegpt_prune, sparsegpt_warm_start
+from .unstructured import refine_unstructured
 from .warmstart import mask_from_scores, warm_start, warm_start_scores
 
 __version__ = "0.1.0"
@@ -18,6 +26,18 @@ __version__ = "0.1.0"
 __all__ = [
     "ExportReport",
     "export_onnx",
+    "ChannelStats",
+    "dsnot_refine",
+    "dsnot_skips",
+    "UnstructuredSparsity",
+    "RefitResult",
+    "reconstruction_loss",
+    "refit_weights",
+    "SparseGPTResult",
+    "project_mask",
+    "sparsegpt_prune",
+    "sparsegpt_warm_start",
+    "refine_unstructured",
     "GramAccumulator",
     "NonFiniteActivationError",
     "NMSparsity",

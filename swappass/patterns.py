@@ -5,8 +5,11 @@ Masks are bool tensors shaped like the weight as the user sees it, ``(d_out, d_i
 * :class:`RowSparsity` -- every row keeps exactly ``round(d_in * (1 - sparsity))`` weights.
 * :class:`NMSparsity` -- every block of ``m`` consecutive inputs of a row keeps exactly ``n``
   ("2:4" = 2 kept of 4, as NVIDIA's sparse tensor cores use it).
+* :class:`UnstructuredSparsity` -- the layer keeps ``round(d_out * d_in * (1 - sparsity))`` weights in total;
+  rows may keep different counts ("unstructured:0.6").
 
-Both make the layer error a sum of independent row terms, which is what the 1-swap search needs.
+All make the layer error a sum of independent row terms, which is what the 1-swap search needs; with the
+unstructured budget the rows are coupled only through the shared total.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from typing import Union
 
 import torch
 
-__all__ = ["SparsityPattern", "RowSparsity", "NMSparsity", "PatternLike", "parse_pattern"]
+__all__ = ["SparsityPattern", "RowSparsity", "NMSparsity", "UnstructuredSparsity", "PatternLike", "parse_pattern"]
 
 
 class SparsityPattern:
@@ -27,6 +30,10 @@ class SparsityPattern:
 
     def kept_per_row(self, d_in: int) -> int:
         raise NotImplementedError
+
+    def kept_total(self, d_out: int, d_in: int) -> int:
+        """Weights a feasible ``(d_out, d_in)`` mask keeps in total."""
+        return d_out * self.kept_per_row(d_in)
 
     def shape_error(self, d_out: int, d_in: int) -> str | None:
         """Why a ``(d_out, d_in)`` weight cannot take this pattern, or ``None`` when it can."""
@@ -142,13 +149,59 @@ class NMSparsity(SparsityPattern):
         return f"{self.n}:{self.m}"
 
 
+def _check_fraction(s: object, what: str) -> None:
+    if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 0.0 <= s < 1.0:
+        raise ValueError(f"{what} sparsity must be a number in [0, 1) (fraction of weights pruned), got {s!r}")
+
+
+@dataclass(frozen=True)
+class UnstructuredSparsity(SparsityPattern):
+    """Layer budget: the layer keeps ``round(d_out * d_in * (1 - sparsity))`` weights; rows may differ.
+
+    Rows may keep anything from none to all of their inputs. Parsed from ``"unstructured:0.6"``.
+    """
+
+    sparsity: float
+    kind = "unstructured"
+
+    def __post_init__(self) -> None:
+        _check_fraction(self.sparsity, "unstructured")
+
+    def kept_per_row(self, d_in: int) -> int:
+        raise TypeError(
+            f"pattern {self} has no per-row count (rows may differ); use kept_total(d_out, d_in)"
+        )
+
+    def kept_total(self, d_out: int, d_in: int) -> int:
+        return int(round(d_out * d_in * (1.0 - self.sparsity)))
+
+    def density(self, d_in: int) -> float:
+        return 1.0 - self.sparsity
+
+    def shape_error(self, d_out: int, d_in: int) -> str | None:
+        err = super().shape_error(d_out, d_in)
+        if err is None and self.kept_total(d_out, d_in) < 1:
+            err = f"sparsity {self.sparsity} keeps no weight of a {d_out}×{d_in} layer"
+        return err
+
+    def mask_error(self, mask: torch.Tensor) -> str | None:
+        d_out, d_in = mask.shape
+        need, kept = self.kept_total(d_out, d_in), int(mask.sum())
+        if kept != need:
+            return f"the mask keeps {kept} weights, the pattern needs exactly {need} of {d_out}×{d_in} in total"
+        return None
+
+    def __str__(self) -> str:
+        return f"unstructured:{self.sparsity:g}"
+
+
 PatternLike = Union[str, float, SparsityPattern]
 
 _NM_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
 
 def parse_pattern(spec: PatternLike) -> SparsityPattern:
-    """Parse ``0.6``, ``"0.6"``, ``"row:0.6"``, ``"60%"`` or ``"2:4"`` into a pattern object."""
+    """Parse ``0.6``, ``"0.6"``, ``"row:0.6"``, ``"60%"``, ``"2:4"`` or ``"unstructured:0.6"`` into a pattern."""
     if isinstance(spec, SparsityPattern):
         return spec
     if isinstance(spec, bool):
@@ -161,11 +214,13 @@ def parse_pattern(spec: PatternLike) -> SparsityPattern:
     nm = _NM_RE.match(text)
     if nm:
         return NMSparsity(int(nm.group(1)), int(nm.group(2)))
-    value = text[len("row:"):] if text.startswith("row:") else text
+    unstructured = text.startswith("unstructured:")
+    value = text.split(":", 1)[1].strip() if unstructured or text.startswith("row:") else text
     try:
         s = float(value[:-1]) / 100.0 if value.endswith("%") else float(value)
     except ValueError:
         raise ValueError(
-            f"cannot parse sparsity pattern {spec!r}: use a fraction ('0.6', 'row:0.6', '60%') or N:M ('2:4', '4:8')"
+            f"cannot parse sparsity pattern {spec!r}: use a fraction ('0.6', 'row:0.6', '60%'), N:M ('2:4', '4:8') "
+            f"or a layer budget ('unstructured:0.6')"
         ) from None
-    return RowSparsity(s)
+    return UnstructuredSparsity(s) if unstructured else RowSparsity(s)

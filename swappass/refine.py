@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from . import kernels
-from .patterns import NMSparsity, PatternLike, RowSparsity, SparsityPattern, parse_pattern
+from .patterns import NMSparsity, PatternLike, RowSparsity, SparsityPattern, UnstructuredSparsity, parse_pattern
 from .search import SwapChoice, nm_diag_blocks, search_nm_torch, search_rows_torch
 from .validate import check_layer
 
@@ -119,11 +119,46 @@ def _make_search(
     return lambda w, c, keep: search_rows_torch(w, c, keep, G, gdiag, chunk_elems)
 
 
+def _swap_step(
+    w: torch.Tensor,
+    c: torch.Tensor,
+    keep: torch.Tensor,
+    loss: torch.Tensor,
+    rows: torch.Tensor,
+    G: torch.Tensor,
+    search: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], SwapChoice],
+    rtol: float,
+) -> tuple[torch.Tensor, SwapChoice]:
+    """One iteration for ``rows`` (indices into the batch): each applies its best swap if ``ΔL < −rtol·L_row``.
+
+    Updates ``keep``, ``c`` (Eq. 4) and ``loss`` in place. Returns the rows that swapped and their swaps.
+    """
+    choice = search(w[rows], c[rows], keep[rows])
+    ok = choice.delta < -rtol * loss[rows]
+    rows, u, p = rows[ok], choice.u[ok], choice.p[ok]
+    if rows.numel():
+        keep[rows, u] = False
+        keep[rows, p] = True
+        wa = w[rows]
+        c[rows] += wa.gather(1, u[:, None]) * G[u] - wa.gather(1, p[:, None]) * G[p]
+        loss[rows] += choice.delta[ok]
+    return rows, SwapChoice(choice.delta[ok], u, p)
+
+
+def _resync(
+    w: torch.Tensor, keep: torch.Tensor, G: torch.Tensor, c: torch.Tensor, loss: torch.Tensor, rows: torch.Tensor
+) -> None:
+    """Re-derive ``c`` and the row errors of ``rows`` exactly (no incremental drift)."""
+    e = w[rows] * ~keep[rows]
+    c[rows] = e @ G
+    loss[rows] = (e * c[rows]).sum(dim=1)
+
+
 def _refine_batch(
     w: torch.Tensor,
     keep: torch.Tensor,
     G: torch.Tensor,
-    search: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], SwapChoice],
+    search: Callable[..., SwapChoice],
     max_iters: int,
     rtol: float,
     resync_every: int,
@@ -137,22 +172,57 @@ def _refine_batch(
     it = 0
     while it < max_iters and active.numel() > 0:
         it += 1
-        choice = search(w[active], c[active], keep[active])
-        ok = choice.delta < -rtol * loss[active]
-        active, u, p = active[ok], choice.u[ok], choice.p[ok]
+        active, _ = _swap_step(w, c, keep, loss, active, G, search, rtol)
         if active.numel() == 0:
             break
-        keep[active, u] = False
-        keep[active, p] = True
-        wa = w[active]
-        c[active] += wa.gather(1, u[:, None]) * G[u] - wa.gather(1, p[:, None]) * G[p]
-        loss[active] += choice.delta[ok]
         swaps[active] += 1
         if resync_every and it % resync_every == 0:
-            e = wa * ~keep[active]
-            c[active] = e @ G
-            loss[active] = (e * c[active]).sum(dim=1)
+            _resync(w, keep, G, c, loss, active)
     return swaps, it
+
+
+def _refine_batch_device(
+    w: torch.Tensor,
+    keep: torch.Tensor,
+    G: torch.Tensor,
+    search: Callable[..., SwapChoice],
+    max_iters: int,
+    rtol: float,
+    resync_every: int,
+    check_every: int = 8,
+) -> tuple[torch.Tensor, int]:
+    """Same iteration as :func:`_refine_batch`, kept on the device: no host synchronisation per iteration.
+
+    All rows stay in place; ``search`` skips inactive rows. The host checks for convergence every
+    ``check_every`` iterations only.
+    """
+    R = w.shape[0]
+    rows = torch.arange(R, device=w.device)
+    e = w * ~keep
+    c = e @ G
+    loss = (e * c).sum(dim=1)
+    swaps = torch.zeros(R, dtype=torch.long, device=w.device)
+    active = torch.ones(R, dtype=torch.bool, device=w.device)
+    last = torch.zeros((), dtype=torch.long, device=w.device)
+    for it in range(1, max_iters + 1):
+        choice = search(w, c, keep, active=active)
+        ok = active & (choice.delta < -rtol * loss)
+        u, p = choice.u, choice.p
+        keep[rows, u] = keep[rows, u] & ~ok
+        keep[rows, p] = keep[rows, p] | ok
+        okw = ok.to(w.dtype)[:, None]
+        c += okw * (w.gather(1, u[:, None]) * G[u] - w.gather(1, p[:, None]) * G[p])
+        loss += torch.where(ok, choice.delta, torch.zeros_like(choice.delta))
+        swaps += ok
+        active = ok
+        last = torch.where(ok.any(), it, last)
+        if resync_every and it % resync_every == 0:
+            e = w * ~keep
+            c = e @ G
+            loss = (e * c).sum(dim=1)
+        if it % check_every == 0 and not bool(active.any()):
+            break
+    return swaps, min(max_iters, int(last) + 1) if max_iters else 0
 
 
 @torch.no_grad()
@@ -176,6 +246,9 @@ def refine_mask(
     Args:
         mask: bool warm-start mask, True = keep; must satisfy ``pattern``.
         pattern: per-row (``"0.6"``, ``"row:0.6"``) or N:M (``"2:4"``); swaps stay inside M-blocks for N:M.
+            An unstructured budget (``"unstructured:0.6"``) is refined by
+            :func:`swappass.unstructured.refine_unstructured` (intra-row swaps and cross-row moves; ``batch_rows``
+            does not apply there).
         max_iters: iteration cap per row (the paper's default is 100); 0 returns the warm start.
         rtol: a swap is taken only if ``ΔL < −rtol · L_row``; default 1e-6 (float32) or 1e-12 (float64).
         resync_every: re-derive ``c`` and the row errors exactly every this many iterations.
@@ -187,8 +260,15 @@ def refine_mask(
     Returns a :class:`RefineResult`; the mask is on W's device. Deterministic for fixed inputs and settings.
     """
     pattern = parse_pattern(pattern)
+    if isinstance(pattern, UnstructuredSparsity):
+        from .unstructured import refine_unstructured
+
+        return refine_unstructured(
+            W, G, mask, pattern, max_iters, rtol=rtol, resync_every=resync_every, device=device, dtype=dtype,
+            backend=backend, name=name,
+        )
     if not isinstance(pattern, (RowSparsity, NMSparsity)):
-        raise TypeError(f"{name}: refine_mask handles per-row and N:M patterns, got {pattern}")
+        raise TypeError(f"{name}: refine_mask handles per-row, N:M and unstructured patterns, got {pattern}")
     check_layer(W, G, mask, pattern, name=name)
     if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 0:
         raise ValueError(f"{name}: max_iters must be a non-negative integer, got {max_iters!r}")
@@ -210,7 +290,8 @@ def refine_mask(
         r1 = min(d_out, r0 + rows_per_batch)
         w = W[r0:r1].to(device=dev, dtype=dt)
         keep = out_mask[r0:r1].clone()
-        s, it = _refine_batch(w, keep, Gw, search, max_iters, rtol, resync_every)
+        loop = _refine_batch_device if getattr(search, "supports_active", False) else _refine_batch
+        s, it = loop(w, keep, Gw, search, max_iters, rtol, resync_every)
         out_mask[r0:r1], swaps[r0:r1] = keep, s
         iters = max(iters, it)
 

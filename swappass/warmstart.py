@@ -8,6 +8,15 @@ Scores (``W`` is ``d_out × d_in``, ``G`` the input Gram matrix, ``||X_j||₂ = 
 
 Ties follow Wanda's convention: scores are sorted ascending with a stable sort and the lowest are pruned,
 so among equal scores the lower input index is pruned first. The result is always feasible for the pattern.
+
+Counts: every method here uses the swappass pattern counts, so that all comparisons are at equal sparsity.
+A per-row pattern keeps ``round(d_in·(1 − s))`` per row; the reference Wanda code (locuslab/wanda) prunes
+``int(d_in·s)`` per row instead, which can keep one weight more (``d_in = 576, s = 0.6``: 231 vs 230 here).
+An unstructured budget (``"unstructured:0.6"``) ranks the whole layer at once and keeps
+``round(d_out·d_in·(1 − s))``; among equal scores the lower flat (row-major) index is pruned first.
+
+``method="sparsegpt"`` runs :func:`swappass.sparsegpt.sparsegpt_warm_start` (SparseGPT's mask, projected to the
+pattern); it has no fixed score function, so :func:`warm_start_scores` does not offer it.
 """
 from __future__ import annotations
 
@@ -15,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from .patterns import NMSparsity, PatternLike, RowSparsity, SparsityPattern, parse_pattern
+from .patterns import NMSparsity, PatternLike, RowSparsity, SparsityPattern, UnstructuredSparsity, parse_pattern
 from .validate import check_layer
 
 __all__ = ["warm_start", "warm_start_scores", "mask_from_scores", "WARM_STARTS"]
@@ -56,13 +65,23 @@ def warm_start_scores(W: torch.Tensor, G: torch.Tensor | None, method: str = "wa
     try:
         fn = WARM_STARTS[method]
     except KeyError:
-        raise ValueError(f"unknown warm start {method!r}; choose one of {sorted(WARM_STARTS)}") from None
+        if method == "sparsegpt":
+            raise ValueError(
+                "warm start 'sparsegpt' has no fixed score function; its selection scores are "
+                "sparsegpt_prune(...).scores"
+            ) from None
+        raise ValueError(
+            f"unknown warm start {method!r}; choose one of {sorted(WARM_STARTS)} (warm_start also takes 'sparsegpt')"
+        ) from None
     Wf = W.detach().float() if W.dtype not in (torch.float32, torch.float64) else W.detach()
     return fn(Wf, G)
 
 
 def mask_from_scores(scores: torch.Tensor, pattern: PatternLike) -> torch.Tensor:
-    """Keep the highest scores per row (per M-block for N:M). Returns a bool mask, True = keep."""
+    """Keep the highest scores per row (per M-block for N:M; over the whole layer for an unstructured budget).
+
+    Returns a bool mask shaped like ``scores``, True = keep.
+    """
     pattern = parse_pattern(pattern)
     d_out, d_in = scores.shape
     pattern.check_shape(d_out, d_in, where="scores")
@@ -78,6 +97,12 @@ def mask_from_scores(scores: torch.Tensor, pattern: PatternLike) -> torch.Tensor
         mask = torch.ones_like(scores, dtype=torch.bool)
         mask.scatter_(1, order[:, :n_pruned], False)
         return mask
+    if isinstance(pattern, UnstructuredSparsity):
+        n_pruned = d_out * d_in - pattern.kept_total(d_out, d_in)
+        order = torch.sort(scores.reshape(-1), stable=True).indices
+        mask = torch.ones(d_out * d_in, dtype=torch.bool, device=scores.device)
+        mask[order[:n_pruned]] = False
+        return mask.reshape(d_out, d_in)
     raise TypeError(f"pattern {pattern} has no per-row mask selection")
 
 
@@ -86,8 +111,14 @@ def warm_start(
 ) -> torch.Tensor:
     """Warm-start mask for ``W`` (``d_out × d_in``) from ``G`` (``d_in × d_in``; unused by ``magnitude``).
 
-    Returns a bool mask shaped like ``W``, True = keep, feasible for ``pattern``.
+    ``method``: ``"magnitude"``, ``"wanda"``, ``"ria"`` or ``"sparsegpt"`` (SparseGPT's mask projected to the
+    pattern, see :func:`swappass.sparsegpt.sparsegpt_warm_start`). Returns a bool mask shaped like ``W``,
+    True = keep, feasible for ``pattern``.
     """
     pattern = parse_pattern(pattern)
+    if method == "sparsegpt":
+        from .sparsegpt import sparsegpt_warm_start
+
+        return sparsegpt_warm_start(W, G, pattern)
     check_layer(W, G, allow_missing_G=(method == "magnitude"))
     return mask_from_scores(warm_start_scores(W, G, method), pattern)

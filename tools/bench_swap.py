@@ -120,7 +120,8 @@ def run(args) -> list[dict]:
             candidates = {"naive-broadcast": lambda w, c_, k: naive_search(w, c_, k, G, pattern)}
             candidates.update(swappass_paths(pattern, G, device))
             for name, fn in candidates.items():
-                n = args.naive_rows if name == "naive-broadcast" else rows
+                n = {"naive-broadcast": args.naive_rows, "swappass-torch": args.torch_rows or rows}.get(name, rows)
+                n = min(n, rows)
                 got = fn(W[:n], c[:n], keep[:n])
                 m = min(n, args.naive_rows)
                 same = bool(torch.equal(got.u[:m], ref.u[:m]) and torch.equal(got.p[:m], ref.p[:m]))
@@ -135,6 +136,25 @@ def run(args) -> list[dict]:
     return results
 
 
+# LLaMA-3.1-8B: 32 blocks; rows per block reading d_in 4096 (q, k, v, o, gate, up) and 14336 (down)
+LLAMA_ROWS = {4096: 4096 + 1024 + 1024 + 4096 + 14336 + 14336, 14336: 4096}
+LLAMA_BLOCKS = 32
+
+
+def project_llama(results: list[dict]) -> None:
+    """Projected time of one full-model iteration (every row of every Linear layer searched once)."""
+    print("\nprojected time of one LLaMA-3.1-8B iteration (all 224 Linear layers, every row active):")
+    for pattern in sorted({r["pattern"] for r in results}):
+        for path in sorted({r["path"] for r in results}):
+            rates = {r["d_in"]: r["pairs_per_s"] for r in results if r["pattern"] == pattern and r["path"] == path}
+            if set(rates) != set(LLAMA_ROWS):
+                continue
+            pat = parse_pattern(pattern)
+            total = sum(LLAMA_BLOCKS * rows * pairs_per_row(pat, d) for d, rows in LLAMA_ROWS.items())
+            sec = sum(LLAMA_BLOCKS * rows * pairs_per_row(pat, d) / rates[d] for d, rows in LLAMA_ROWS.items())
+            print(f"  {pattern:8s} {path:18s} {total:.3e} pairs  {sec:10.2f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -142,6 +162,7 @@ def main() -> None:
     ap.add_argument("--patterns", nargs="+", default=["0.6", "2:4"])
     ap.add_argument("--rows", type=int, default=0, help="cap on rows per shape (0: the table's)")
     ap.add_argument("--naive-rows", type=int, default=64, help="rows given to the naive baseline (memory-bound)")
+    ap.add_argument("--torch-rows", type=int, default=0, help="rows given to the plain torch path (0: all)")
     ap.add_argument("--json", type=Path, help="write results here")
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -157,6 +178,8 @@ def main() -> None:
                     and x["path"] == "naive-broadcast")
         if r["path"] != "naive-broadcast":
             print(f"  {r['shape']:28s} {r['pattern']:8s} {r['path']:18s} x{r['pairs_per_s'] / base['pairs_per_s']:.1f}")
+    if args.shapes == "llama3-8b":
+        project_llama(results)
     if args.json:
         args.json.write_text(json.dumps({"info": info, "results": results}, indent=2))
 

@@ -38,3 +38,60 @@ def make_search(backend: str, pattern: SparsityPattern, G: torch.Tensor) -> Sear
     if backend not in _REGISTRY:
         raise ValueError(f"search backend {backend!r} is not available; registered: {sorted(_REGISTRY)}")
     return _REGISTRY[backend][1](pattern, G)
+
+
+def _triton_available(device: torch.device) -> bool:
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _gluon_available(device: torch.device) -> bool:
+    if not _triton_available(device):
+        return False
+    try:
+        from triton.experimental import gluon  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _make_gpu_search(pattern: SparsityPattern, G: torch.Tensor, use_gluon: bool) -> SearchFn:
+    from ..patterns import NMSparsity
+    from ..search import nm_diag_blocks
+    from . import triton_search
+
+    gdiag = G.diagonal().contiguous().float()
+    Gf = G.contiguous().float()
+    if isinstance(pattern, NMSparsity):
+        blocks = nm_diag_blocks(Gf, pattern.m)
+
+        def search(w, c, keep, active=None):
+            return triton_search.nm_search(w, c, keep, blocks, gdiag, pattern.m, active=active)
+    elif use_gluon:
+        from .gluon_search import row_search_gluon
+
+        def search(w, c, keep, active=None):
+            return row_search_gluon(w, c, keep, Gf, gdiag, active=active)
+    else:
+        def search(w, c, keep, active=None):
+            return triton_search.row_search(w, c, keep, Gf, gdiag, active=active)
+
+    search.supports_active = True  # the device-side refinement loop may pass an `active` row flag
+    return search
+
+
+def _make_triton(pattern: SparsityPattern, G: torch.Tensor) -> SearchFn:
+    return _make_gpu_search(pattern, G, use_gluon=False)
+
+
+def _make_gluon(pattern: SparsityPattern, G: torch.Tensor) -> SearchFn:
+    return _make_gpu_search(pattern, G, use_gluon=True)
+
+
+register_backend("gluon", _gluon_available, _make_gluon)
+register_backend("triton", _triton_available, _make_triton)
