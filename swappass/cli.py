@@ -46,7 +46,8 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 def run_export(args: argparse.Namespace) -> int:
     """``swappass export``; returns the exit status."""
-    from .export import ExportError, export_pruned_dir, report_json
+    from .onnx_adapter import ExportError
+    from .pruned_dir import export_pruned_dir
 
     if args.batch < 1 or args.seq_len < 1:
         return _bad_input(f"--batch and --seq-len must be ≥ 1 (got {args.batch} and {args.seq_len})")
@@ -59,7 +60,7 @@ def run_export(args: argparse.Namespace) -> int:
     except ExportError as exc:
         return _bad_input(str(exc))
     if args.json is not None:
-        report_json(report, args.json)
+        report.write_json(args.json)
     if not report.passed:
         print(f"swappass export: {args.out} failed verification", file=sys.stderr)
         return EXIT_FAILED_CHECK

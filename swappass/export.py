@@ -15,7 +15,6 @@ batch size and sequence length (:mod:`swappass.onnx_verify`).
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
@@ -25,14 +24,29 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import onnx
 import torch
 from torch import nn
 
-from .masks import MASKS_FILE, PrunedWeight, load_masks
+from .masks import PrunedWeight, load_masks
 from .onnx_audit import GraphIndex, SparsityAudit, audit_sparsity, locate_pruned_weights, set_metadata, sparsity_metadata
+from .onnx_adapter import (
+    ExampleInputs,
+    ExportAdapter,
+    ExportError,
+    call_model,
+    dynamic_axes,
+    hf_call_kwargs,
+    is_hf_model,
+    max_positions,
+    max_sizes,
+    named_inputs,
+    output_tensors,
+    pick_outputs,
+    widen_unit_axes,
+)
 from .onnx_compact import compact_initializers
 from .onnx_verify import OutputCheck, compare_outputs, default_tolerances, second_inputs
 
@@ -40,22 +54,12 @@ __all__ = [
     "export_onnx",
     "ExportReport",
     "ExportError",
-    "export_pruned_dir",
-    "load_pruned_dir",
-    "example_inputs_for",
     "PROTOBUF_LIMIT_BYTES",
 ]
 
 PROTOBUF_LIMIT_BYTES = 2**31 - 1  # a serialized ModelProto cannot be larger
 _EXTERNAL_MARGIN = 2**26  # room for the graph itself next to the weights
 _WRAPPER_PREFIX = "model."  # the adapter holds the user's model as `self.model`
-
-ExampleInputs = Any  # torch.Tensor | tuple[torch.Tensor, ...] | Mapping[str, torch.Tensor] (e.g. BatchEncoding)
-
-
-class ExportError(RuntimeError):
-    """The model could not be exported or written; the message says which operator, axis or path, and what to do."""
-
 
 # ---------------------------------------------------------------------------------------------- the report
 @dataclass
@@ -125,6 +129,10 @@ class ExportReport:
         lines.append(f"  time: export {self.export_seconds:.1f} s, verification {self.verify_seconds:.1f} s")
         return "\n".join(lines)
 
+    def write_json(self, path: str | Path) -> None:
+        """Write :meth:`to_dict` as JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, default=str))
+
     def to_dict(self) -> dict:
         return {
             "path": str(self.path),
@@ -156,121 +164,7 @@ def _dims(dims: list) -> str:
     return "[" + ", ".join(str(d) for d in dims) + "]"
 
 
-# ---------------------------------------------------------------------------------------------- model adapter
-class _ExportAdapter(nn.Module):
-    """Calls the user's model with named inputs and returns a tuple of tensors (what ONNX outputs are)."""
-
-    def __init__(self, model: nn.Module, input_names: Sequence[str], call_kwargs: Mapping[str, Any],
-                 output_fields: Sequence[str] | None, positional: bool) -> None:
-        super().__init__()
-        self.model = model
-        self.input_names = list(input_names)
-        self.call_kwargs = dict(call_kwargs)
-        self.output_fields = list(output_fields) if output_fields is not None else None
-        self.positional = positional
-
-    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if self.positional:
-            out = self.model(*inputs, **self.call_kwargs)
-        else:
-            out = self.model(**dict(zip(self.input_names, inputs)), **self.call_kwargs)
-        return tuple(_output_tensors(out, self.output_fields).values())
-
-
-def _output_tensors(out: Any, fields: Sequence[str] | None) -> dict[str, torch.Tensor]:
-    """Name → tensor for a model output (tensor, tuple/list of tensors, dict or HF ModelOutput)."""
-    if isinstance(out, torch.Tensor):
-        return {"output": out}
-    if isinstance(out, Mapping):
-        keys = fields if fields is not None else [k for k, v in out.items() if isinstance(v, torch.Tensor)]
-        missing = [k for k in keys if k not in out or not isinstance(out[k], torch.Tensor)]
-        if missing:
-            raise ExportError(f"the model output has no tensor field(s) {missing}; it has {list(out.keys())}")
-        return {k: out[k] for k in keys}
-    if isinstance(out, (tuple, list)):
-        if not all(isinstance(t, torch.Tensor) for t in out):
-            kinds = [type(t).__name__ for t in out]
-            raise ExportError(f"the model returns a {type(out).__name__} of {kinds}; ONNX outputs must be tensors "
-                              "(pass outputs=[...] to pick fields of a dict output, or wrap the model)")
-        return {f"output_{i}": t for i, t in enumerate(out)}
-    raise ExportError(f"cannot export a model returning {type(out).__name__}; return tensors, a tuple or a dict of tensors")
-
-
-def _is_hf_model(model: nn.Module) -> bool:
-    try:
-        from transformers import PreTrainedModel
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        return False
-    return isinstance(model, PreTrainedModel)
-
-
-def _forward_params(model: nn.Module) -> list[str]:
-    params = inspect.signature(model.forward).parameters.values()
-    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-
-
-def _named_inputs(model: nn.Module, example_inputs: ExampleInputs, hf: bool) -> tuple[dict[str, torch.Tensor], bool]:
-    """(name → tensor, positional call?) from a tensor, a tuple or a mapping (e.g. a tokenizer's BatchEncoding)."""
-    if isinstance(example_inputs, torch.Tensor):
-        example_inputs = (example_inputs,)
-    if isinstance(example_inputs, Mapping):
-        named = dict(example_inputs)
-        bad = [k for k, v in named.items() if not isinstance(v, torch.Tensor)]
-        if bad:
-            raise ExportError(f"example input(s) {bad} are not tensors; pass only tensors (non-tensor arguments are "
-                              "not graph inputs)")
-        return named, False
-    if isinstance(example_inputs, (tuple, list)):
-        if not all(isinstance(t, torch.Tensor) for t in example_inputs):
-            raise ExportError("example_inputs must be a tensor, a tuple of tensors or a dict of tensors, got a "
-                              f"{type(example_inputs).__name__} of {[type(t).__name__ for t in example_inputs]}")
-        names = _forward_params(model)
-        var_positional = any(p.kind == p.VAR_POSITIONAL for p in inspect.signature(model.forward).parameters.values())
-        if len(names) < len(example_inputs) and not var_positional:
-            raise ExportError(f"{len(example_inputs)} example inputs for a forward() taking {len(names)}: {names}")
-        names = (names + [f"input_{i}" for i in range(len(names), len(example_inputs))])[: len(example_inputs)]
-        return dict(zip(names, example_inputs)), not hf
-    raise ExportError(f"example_inputs must be a tensor, a tuple or a dict of tensors, got {type(example_inputs).__name__}")
-
-
-def _default_axes(named: Mapping[str, torch.Tensor], dynamic: bool | Mapping[str, Mapping[int, str]]) -> dict[str, dict[int, str]]:
-    """Input name → {axis: dim name}. Default: axis 0 is ``batch``; axis 1 is ``sequence`` for integer
-    (token) inputs of rank ≥ 2 and for any input of rank ≥ 3."""
-    if dynamic is False:
-        return {}
-    if isinstance(dynamic, Mapping):
-        unknown = set(dynamic) - set(named)
-        if unknown:
-            raise ExportError(f"dynamic axes given for unknown input(s) {sorted(unknown)}; inputs are {list(named)}")
-        for name, axes in dynamic.items():
-            bad = [a for a in axes if not 0 <= a < named[name].dim()]
-            if bad:
-                raise ExportError(f"dynamic axis {bad[0]} of input {name!r} is out of range (shape {tuple(named[name].shape)})")
-        return {k: dict(v) for k, v in dynamic.items()}
-    axes = {}
-    for name, t in named.items():
-        if t.dim() == 0:
-            continue
-        a = {0: "batch"}
-        if t.dim() >= 3 or (t.dim() == 2 and not t.is_floating_point()):
-            a[1] = "sequence"
-        axes[name] = a
-    return axes
-
-
 # ---------------------------------------------------------------------------------------------- export steps
-def _widen_unit_axes(named: Mapping[str, torch.Tensor], axes: Mapping[str, Mapping[int, str]]) -> tuple[torch.Tensor, ...]:
-    """Capture inputs: a dynamic axis of size 1 is repeated to size 2, because torch.export specialises size-1
-    dims to constants (the 0/1 specialisation). Verification still runs on the inputs as given."""
-    out = []
-    for name, t in named.items():
-        for axis in axes.get(name, {}):
-            if t.shape[axis] == 1:
-                t = t.repeat_interleave(2, dim=axis)
-        out.append(t)
-    return tuple(out)
-
-
 def _capture(adapter: nn.Module, args: tuple[torch.Tensor, ...], names: Sequence[str],
              axes: Mapping[str, Mapping[int, str]], max_sizes: Mapping[str, int]) -> torch.export.ExportedProgram:
     """torch.export with one ``Dim`` per axis name (bounded by ``max_sizes``, e.g. the model's positions)."""
@@ -540,22 +434,22 @@ def export_onnx(
     path = Path(path)
     records = _as_records(masks)
     weights = _check_records(model, records)
-    hf = _is_hf_model(model)
-    named, positional = _named_inputs(model, example_inputs, hf)
-    axes = _default_axes(named, dynamic)
-    call_kwargs = {"use_cache": False} if hf and "use_cache" in inspect.signature(model.forward).parameters else {}
+    hf = is_hf_model(model)
+    named, positional = named_inputs(model, example_inputs, hf)
+    axes = dynamic_axes(named, dynamic)
+    call_kwargs = hf_call_kwargs(model, hf)
     was_training = model.training
     model.eval()
     try:
         with _AtomicOutput(path) as out:
             t0 = time.perf_counter()
             with torch.no_grad():
-                eager = _call(model, named, positional, call_kwargs)
-            fields = _pick_outputs(eager, outputs, hf)
-            output_names = list(_output_tensors(eager, fields))
+                eager = call_model(model, named, positional, call_kwargs)
+            fields = pick_outputs(eager, outputs, hf)
+            output_names = list(output_tensors(eager, fields))
             del eager
-            adapter = _ExportAdapter(model, list(named), call_kwargs, fields, positional).eval()
-            ep = _capture(adapter, _widen_unit_axes(named, axes), list(named), axes, _max_sizes(model, hf))
+            adapter = ExportAdapter(model, list(named), call_kwargs, fields, positional).eval()
+            ep = _capture(adapter, widen_unit_axes(named, axes), list(named), axes, max_sizes(model, hf))
             unused = _unused_parameters(ep)
             proto = _translate(ep, list(named), output_names, opset)
             del ep
@@ -618,36 +512,6 @@ def _finish_proto(proto: onnx.ModelProto, report: ExportReport, records: Sequenc
     set_metadata(proto, sparsity_metadata(audit) if audit is not None else {"swappass.version": __version__})
 
 
-def _call(model, named, positional, call_kwargs):
-    if positional:
-        return model(*named.values(), **call_kwargs)
-    return model(**named, **call_kwargs)
-
-
-def _pick_outputs(out: Any, outputs: Sequence[str] | None, hf: bool) -> list[str] | None:
-    """The output fields to export: the user's choice, else for HF models ``logits`` or ``last_hidden_state``."""
-    if outputs is not None:
-        return list(outputs)
-    if not hf:
-        return None
-    if isinstance(out, Mapping):
-        for name in ("logits", "last_hidden_state"):
-            if isinstance(out.get(name), torch.Tensor):
-                return [name]
-    return None
-
-
-def _max_positions(model: nn.Module) -> int | None:
-    config = getattr(model, "config", None)
-    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-
-
-def _max_sizes(model: nn.Module, hf: bool) -> dict[str, int]:
-    """Upper bounds of named axes: a Hugging Face model's ``sequence`` is at most its position count."""
-    limit = _max_positions(model) if hf else None
-    return {"sequence": int(limit)} if limit else {}
-
-
 def _unused_parameters(ep: torch.export.ExportedProgram) -> set[str]:
     """Parameters that no exported output depends on (e.g. BERT's pooler when exporting last_hidden_state).
 
@@ -697,7 +561,7 @@ def _verify(report: ExportReport, model, adapter, named, axes, output_names, rec
     lm = [n for n in output_names if n == "logits"]
     report.checks += compare_outputs(session, reference, named, output_names, "example", report.rtol, report.atol, lm)
     vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-    max_len = _max_positions(model)
+    max_len = max_positions(model)
     second = verify_inputs if verify_inputs is not None else second_inputs(
         {k: v.cpu() for k, v in named.items()}, axes, vocab, max_len)
     if second is not None:
@@ -705,83 +569,3 @@ def _verify(report: ExportReport, model, adapter, named, axes, output_names, rec
     else:
         report.notes.append("fixed input shapes: verified on the example inputs only")
     report.verify_seconds = time.perf_counter() - t0
-
-
-# ---------------------------------------------------------------------------------------------- pruned model dirs
-def load_pruned_dir(model_dir: str | Path, dtype: torch.dtype = torch.float32):
-    """``(model, tokenizer or None, masks dict or None)`` from a ``save_pretrained`` directory holding
-    ``swappass_masks.safetensors``. The model class is the one named in ``config.json`` (``architectures``)."""
-    import transformers
-
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        what = "does not exist" if not model_dir.exists() else "holds no config.json (not a save_pretrained directory)"
-        raise ExportError(f"model directory {model_dir} {what}")
-    config = transformers.AutoConfig.from_pretrained(str(model_dir))
-    arch = (getattr(config, "architectures", None) or [None])[0]
-    cls = getattr(transformers, arch, None) if arch else None
-    if cls is None:
-        cls = transformers.AutoModelForCausalLM if arch and arch.endswith("ForCausalLM") else transformers.AutoModel
-    model = cls.from_pretrained(str(model_dir), dtype=dtype).eval()
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
-    except Exception:  # a directory without tokenizer files: random token ids are used for verification
-        tokenizer = None
-    masks_path = model_dir / MASKS_FILE
-    masks = load_masks(masks_path) if masks_path.is_file() else None
-    return model, tokenizer, masks
-
-
-_SAMPLE_TEXT = (
-    "The tower is 324 metres tall, about the same height as an 81-storey building, and the tallest structure in "
-    "Paris. Its base is square, measuring 125 metres on each side. During its construction, the Eiffel Tower "
-    "surpassed the Washington Monument to become the tallest man-made structure in the world."
-)
-
-
-def example_inputs_for(model: nn.Module, tokenizer=None, batch: int = 2, seq_len: int = 16,
-                       seed: int = 0) -> dict[str, torch.Tensor]:
-    """Token inputs ``(batch, seq_len)`` for a Hugging Face model: real text through ``tokenizer`` when given,
-    else seeded random ids; ``attention_mask`` of ones, ``token_type_ids`` of zeros when forward() takes it."""
-    if batch < 1 or seq_len < 1:
-        raise ValueError(f"batch and seq_len must be ≥ 1, got {batch} and {seq_len}")
-    config = getattr(model, "config", None)
-    vocab = getattr(config, "vocab_size", None)
-    if tokenizer is not None:
-        ids = tokenizer(_SAMPLE_TEXT, add_special_tokens=False)["input_ids"]
-        need = batch * seq_len
-        ids = (ids * (need // max(len(ids), 1) + 1))[:need]
-        input_ids = torch.tensor(ids, dtype=torch.long).view(batch, seq_len)
-        if vocab:
-            input_ids = input_ids.clamp_max(vocab - 1)
-    else:
-        if not vocab:
-            raise ExportError("the model config has no vocab_size and no tokenizer was given: pass example inputs")
-        input_ids = torch.randint(0, vocab, (batch, seq_len), generator=torch.Generator().manual_seed(seed))
-    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-    if "token_type_ids" in inspect.signature(model.forward).parameters:
-        inputs["token_type_ids"] = torch.zeros_like(input_ids)
-    return inputs
-
-
-def export_pruned_dir(model_dir: str | Path, out: str | Path, *, batch: int = 2, seq_len: int = 16,
-                      dtype: torch.dtype = torch.float32, **export_kwargs: Any) -> ExportReport:
-    """Export a pruned model directory (``save_pretrained`` + ``swappass_masks.safetensors``) to ONNX at ``out``
-    and verify it; what ``swappass export`` and ``swappass prune --onnx`` run. Keyword arguments go to
-    :func:`export_onnx`."""
-    model, tokenizer, masks = load_pruned_dir(model_dir, dtype)
-    notes = []
-    if masks is None:
-        notes.append(f"{Path(model_dir) / MASKS_FILE} not found: exported without a sparsity audit")
-    example = example_inputs_for(model, tokenizer, batch=batch, seq_len=seq_len)
-    verbose = export_kwargs.pop("verbose", True)
-    report = export_onnx(model, example, out, masks=masks, verbose=False, **export_kwargs)
-    report.notes.extend(notes)
-    if verbose:
-        print(report)
-    return report
-
-
-def report_json(report: ExportReport, path: str | Path) -> None:
-    """Write ``report.to_dict()`` as JSON."""
-    Path(path).write_text(json.dumps(report.to_dict(), indent=2, default=str))

@@ -15,6 +15,7 @@ where N:M blocks must lie for sparse tensor cores.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,18 +96,21 @@ class GraphIndex:
             return tuple(self.sparse_initializers[name].dims)
         return None  # computed: known only after evaluation
 
-    def array(self, name: str) -> np.ndarray:
+    def array(self, name: str, cache: bool = True) -> np.ndarray:
         """The value of a constant tensor (initializer, sparse initializer or constant subgraph output)."""
-        if name not in self._arrays:
-            if name in self.initializers:
-                self._arrays[name] = numpy_helper.to_array(self.initializers[name], self.base_dir or "")
-            elif name in self.sparse_initializers:
-                self._arrays[name] = _dense_from_sparse(self.sparse_initializers[name], self.base_dir)
-            elif name in self.constants:
-                self._arrays[name] = self._evaluate(name)
-            else:
-                raise KeyError(f"{name} is not a constant of the graph")
-        return self._arrays[name]
+        if name in self._arrays:
+            return self._arrays[name]
+        if name in self.initializers:
+            arr = numpy_helper.to_array(self.initializers[name], self.base_dir or "")
+        elif name in self.sparse_initializers:
+            arr = _dense_from_sparse(self.sparse_initializers[name], self.base_dir)
+        elif name in self.constants:
+            arr = self._evaluate(name)
+        else:
+            raise KeyError(f"{name} is not a constant of the graph")
+        if cache:
+            self._arrays[name] = arr
+        return arr
 
     def forget(self, name: str) -> None:
         self._arrays.pop(name, None)
@@ -251,19 +255,67 @@ def locate_pruned_weights(
     for op in index.weight_operands():
         by_source.setdefault(op.source, []).append(op)
     meta_by_param = {v["parameter"]: (k, v) for k, v in (metadata or {}).items() if "parameter" in v}
+    by_value = _ValueFinder(index, by_source)
     found: dict[str, Location | None] = {}
     for rec in records:
         mask_user = rec.user_mask.cpu().numpy()
-        d_out, d_in = mask_user.shape
         W_user = None
         if weights is not None and rec.name in weights:
             w = weights[rec.name].detach().cpu()
             W_user = (w.T if rec.transposed else w).numpy()
-        found[rec.name] = _locate_one(index, by_source, rec.name, mask_user, W_user, meta_by_param.get(rec.name))
+        loc = _locate_by_name(index, by_source, rec.name, mask_user, W_user, meta_by_param.get(rec.name))
+        if loc is None and W_user is not None:
+            hit = by_value.find(W_user, mask_user)
+            if hit is not None:
+                loc = Location(hit[0], index.storage(hit[0]), hit[1], by_source[hit[0]], "value")
+        found[rec.name] = loc
     return found
 
 
-def _locate_one(index, by_source, param, mask_user, W_user, meta) -> Location | None:
+def _digest(array: np.ndarray) -> tuple:
+    array = np.ascontiguousarray(array)
+    return array.shape, array.dtype.str, hashlib.blake2b(memoryview(array).cast("B"), digest_size=16).digest()
+
+
+class _ValueFinder:
+    """Finds a parameter's tensor among the weight sources by value: by exact content first (one pass over the
+    initializers, hashed), else by its kept weights alone (a file whose pruned positions were altered)."""
+
+    def __init__(self, index: GraphIndex, by_source: Mapping[str, list[WeightOperand]]) -> None:
+        self.index, self.sources = index, list(by_source)
+        self._digests: dict[tuple, str] | None = None
+
+    def _digest_map(self) -> dict[tuple, str]:
+        if self._digests is None:
+            self._digests = {}
+            for source in self.sources:
+                if self.index.storage(source) == "initializer":
+                    self._digests.setdefault(_digest(self.index.array(source, cache=False)), source)
+        return self._digests
+
+    def find(self, W_user: np.ndarray, mask_user: np.ndarray) -> tuple[str, int] | None:
+        """(source, in_axis) of the tensor holding ``W_user`` (d_out × d_in) or its transpose, or None."""
+        digests = self._digest_map()
+        for axis, view in ((1, W_user), (0, W_user.T)):
+            if _digest(view) in digests:
+                return digests[_digest(view)], axis
+        d_out, d_in = W_user.shape
+        for source in self.sources:
+            shape = self.index.shape(source)
+            if shape is not None and sorted(shape) != sorted((d_out, d_in)):
+                continue
+            try:
+                arr = self.index.array(source, cache=False)
+            except Exception:  # cannot be computed: cannot hold this parameter's values either
+                continue
+            for axis in _orientation(tuple(arr.shape), d_out, d_in):
+                if _kept_values_equal(arr, axis, W_user, mask_user):
+                    return source, axis
+        return None
+
+
+def _locate_by_name(index, by_source, param, mask_user, W_user, meta) -> Location | None:
+    """The source named after ``param`` (or recorded for it in the metadata), with its orientation."""
     d_out, d_in = mask_user.shape
 
     def shape_of(source):
@@ -296,19 +348,6 @@ def _locate_one(index, by_source, param, mask_user, W_user, meta) -> Location | 
         loc = settle(source, "name")
         if loc is not None:
             return loc
-    if W_user is None:
-        return None
-    for source in by_source:
-        shape = index.shape(source)
-        if shape is not None and sorted(shape) != sorted((d_out, d_in)):
-            continue
-        try:
-            arr = index.array(source)
-        except Exception:  # cannot be computed: cannot hold this parameter's values either
-            continue
-        for axis in _orientation(tuple(arr.shape), d_out, d_in):
-            if _kept_values_equal(arr, axis, W_user, mask_user):
-                return Location(source, index.storage(source), axis, by_source[source], "value")
     return None
 
 

@@ -15,7 +15,8 @@ from pruning_helper import magnitude_prune
 from torch import nn
 
 import swappass as sp
-from swappass.export import ExportError, export_pruned_dir
+from swappass.export import ExportError
+from swappass.pruned_dir import export_pruned_dir
 from swappass.masks import MASKS_FILE, PrunedWeight, save_masks
 from swappass.onnx_audit import METADATA_SPARSITY, audit_sparsity, read_sparsity_metadata
 
@@ -440,7 +441,7 @@ def test_export_pruned_dir_bert(tmp_path):
 # ---------------------------------------------------------------------------------------------- the real model
 @pytest.mark.slow
 def test_smollm2_pruned_2_4_exports_and_verifies(tmp_path):
-    from swappass.export import example_inputs_for
+    from swappass.pruned_dir import example_inputs_for
     from swappass.models import load_model
 
     model, tokenizer = load_model("smollm2-135m")

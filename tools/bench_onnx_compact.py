@@ -156,7 +156,7 @@ def bench_model(spec: str, seq: int) -> None:
     import torch
 
     import swappass as sp
-    from swappass.export import example_inputs_for
+    from swappass.pruned_dir import example_inputs_for
     from swappass.models import load_model
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
