@@ -107,7 +107,7 @@ class ExportReport:
         lines.append("  inputs : " + ", ".join(f"{k} {_dims(v)}" for k, v in self.inputs.items()))
         lines.append("  outputs: " + ", ".join(f"{k} {_dims(v)}" for k, v in self.outputs.items()))
         if self.external_data is not None:
-            lines.append(f"  weights: external data in {self.external_data.name} (model over the 2 GB protobuf limit)")
+            lines.append(f"  weights: in the external data file {self.external_data.name}")
         if self.checks:
             lines.append(f"  onnxruntime vs PyTorch (pass: max|Δ| ≤ {self.atol:g} + {self.rtol:g}·max|PyTorch|):")
             lines.append(f"    {'inputs':<16} {'output':<20} {'max|Δ|':>9} {'relative':>9} {'top-1':>7}  result")

@@ -69,14 +69,15 @@ class GraphIndex:
         self.base_dir = str(base_dir) if base_dir is not None else None
         self.initializers = {t.name: t for t in self.graph.initializer}
         self.sparse_initializers = {t.values.name: t for t in self.graph.sparse_initializer}
-        self.producer = {out: node for node in self.graph.node for out in node.output}
+        self.nodes = list(self.graph.node)
+        self.producer = {out: i for i, node in enumerate(self.nodes) for out in node.output}  # value -> node index
         self.constants = self._constant_values()
         self._arrays: dict[str, np.ndarray] = {}
         self._operands: list[WeightOperand] | None = None
 
     def _constant_values(self) -> set[str]:
         const = set(self.initializers) | set(self.sparse_initializers)
-        for node in self.graph.node:  # ONNX graphs are topologically sorted
+        for node in self.nodes:  # ONNX graphs are topologically sorted
             has_subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
             if not has_subgraph and all(i == "" or i in const for i in node.input):
                 const.update(o for o in node.output if o)
@@ -125,12 +126,11 @@ class GraphIndex:
             if value in self.initializers or value in self.sparse_initializers:
                 leaves.add(value)
                 continue
-            node = self.producer[value]
-            if id(node) in needed:
-                continue
-            needed.add(id(node))
-            stack.extend(i for i in node.input if i)
-        nodes = [n for n in self.graph.node if id(n) in needed]
+            i = self.producer[value]
+            if i not in needed:
+                needed.add(i)
+                stack.extend(v for v in self.nodes[i].input if v)
+        nodes = [self.nodes[i] for i in sorted(needed)]
         inits = [numpy_helper.from_array(self.array(v), v) for v in sorted(leaves)]
         out = onnx.helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED, None)
         sub = onnx.helper.make_graph(nodes, "constant_subgraph", [], [out], initializer=inits)
@@ -141,7 +141,7 @@ class GraphIndex:
         """Every constant operand of a MatMul/Gemm, traced through Transpose/Identity/Cast to its source."""
         if self._operands is None:
             self._operands = []
-            for node in self.graph.node:
+            for node in self.nodes:
                 if node.op_type not in ("MatMul", "Gemm"):
                     continue
                 attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -161,9 +161,9 @@ class GraphIndex:
 
     def _trace_to_source(self, value: str, axis: int) -> tuple[str, int] | None:
         while value not in self.initializers and value not in self.sparse_initializers:
-            node = self.producer.get(value)
-            if node is None:
+            if value not in self.producer:
                 return None
+            node = self.nodes[self.producer[value]]
             if node.op_type == "Transpose":
                 perm = [a.ints for a in node.attribute if a.name == "perm"]
                 if perm and list(perm[0]) != [1, 0]:
