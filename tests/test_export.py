@@ -295,6 +295,18 @@ def test_unwritable_paths_fail_before_exporting(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"] + (["ro"] if os.geteuid() != 0 else [])
 
 
+def test_permission_denied_is_reported(tmp_path, monkeypatch):
+    import tempfile
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", denied)  # what a read-only directory does for a non-root user
+    with pytest.raises(ExportError, match="is not writable .*Permission denied"):
+        sp.export_onnx(nn.Linear(4, 4), torch.randn(2, 4), tmp_path / "m.onnx", verbose=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_failed_write_leaves_no_partial_file_and_keeps_old_one(tmp_path, monkeypatch):
     target = tmp_path / "m.onnx"
     target.write_bytes(b"previous export")
@@ -353,6 +365,8 @@ def test_tuple_inputs_static_shapes_and_opset(tmp_path):
     static = sp.export_onnx(TwoInputs(), (x, y), tmp_path / "s.onnx", dynamic=False, verbose=False)
     assert static.passed and static.inputs["x"] == [2, 3, 8] and len(static.checks) == 1
     assert any("fixed input shapes" in n for n in static.notes)
+    unverified = sp.export_onnx(TwoInputs(), (x, y), tmp_path / "u.onnx", verify=False, verbose=False)
+    assert not unverified.verified and unverified.checks == [] and "not verified" in str(unverified)
 
 
 def test_external_data_when_over_the_protobuf_limit(tmp_path, monkeypatch):
@@ -411,7 +425,8 @@ def test_cli_export_fails_on_masks_that_do_not_match_the_weights(tmp_path, capsy
     # masks of another pruning: they claim zeros where the saved weights are not zero
     flipped = [PrunedWeight(r.name, r.mask.flip(-1), r.pattern, r.transposed) for r in records]
     save_masks(flipped, tmp_path / "pruned" / MASKS_FILE)
-    code = main(["export", str(tmp_path / "pruned"), "--out", str(tmp_path / "m.onnx")])
+    with pytest.warns(UserWarning, match="failed verification"):
+        code = main(["export", str(tmp_path / "pruned"), "--out", str(tmp_path / "m.onnx")])
     captured = capsys.readouterr()
     assert code == 1
     assert "FAILED: weight model.layers.0.self_attn.q_proj.weight" in captured.out
@@ -435,7 +450,10 @@ def test_export_pruned_dir_bert(tmp_path):
     _saved_pruned_dir(tmp_path / "bert", "bert", "0.6")
     report = export_pruned_dir(tmp_path / "bert", tmp_path / "b.onnx", verbose=False)
     assert report.passed and list(report.inputs) == ["input_ids", "attention_mask", "token_type_ids"]
-    assert list(report.outputs) == ["last_hidden_state"]
+    assert list(report.outputs) == ["last_hidden_state"] and report.audit is not None
+    (tmp_path / "bert" / MASKS_FILE).unlink()  # a dense directory still exports, without an audit, and says so
+    dense = export_pruned_dir(tmp_path / "bert", tmp_path / "d.onnx", verbose=False)
+    assert dense.passed and dense.audit is None and any(MASKS_FILE in n for n in dense.notes)
 
 
 # ---------------------------------------------------------------------------------------------- the real model
