@@ -502,6 +502,11 @@ def _finish_proto(proto: onnx.ModelProto, report: ExportReport, records: Sequenc
     if records:
         _restore_weight_names(proto, records, weights)
         audit = audit_sparsity(proto, records, weights, unused)  # of the dense graph: gives the metadata
+
+    def write_metadata() -> None:
+        set_metadata(proto, sparsity_metadata(audit) if audit is not None else {"swappass.version": __version__})
+
+    write_metadata()
     if compact:
         report.dense_bytes = _serialized_bytes(proto)
         report.compacted = [c.name for c in compact_initializers(proto)]
@@ -509,7 +514,7 @@ def _finish_proto(proto: onnx.ModelProto, report: ExportReport, records: Sequenc
             for e in audit.entries:
                 if e.initializer in report.compacted:
                     e.storage = "compact"  # bit mask + values, rebuilt by swappass.onnx_compact's subgraph
-    set_metadata(proto, sparsity_metadata(audit) if audit is not None else {"swappass.version": __version__})
+            write_metadata()
 
 
 def _unused_parameters(ep: torch.export.ExportedProgram) -> set[str]:

@@ -27,7 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 __all__ = ["CompactedTensor", "compact_bytes", "compact_initializers", "MIN_SAVED_BYTES"]
 
-MIN_SAVED_BYTES = 1024  # below this the extra nodes and names cost about as much as they save
+MIN_SAVED_BYTES = 256  # compact a tensor only when its serialized form shrinks by at least this much
 _PREFIX = "swappass_compact"
 _SHARED = {
     f"{_PREFIX}.shifts": np.arange(8, dtype=np.uint8),
@@ -40,6 +40,8 @@ _SHARED = {
 
 @dataclass
 class CompactedTensor:
+    """One replaced initializer: its serialized bytes before and after (rebuild nodes included)."""
+
     name: str
     dense_bytes: int
     compact_bytes: int
@@ -52,8 +54,9 @@ def compact_bytes(array: np.ndarray) -> int:
 
 
 def compact_initializers(model: onnx.ModelProto, min_sparsity: float = 0.3) -> list[CompactedTensor]:
-    """Replace, in place, every floating-point initializer with at least ``min_sparsity`` zeros whose compact
-    form saves at least :data:`MIN_SAVED_BYTES` by the rebuild subgraph above. Returns what was replaced."""
+    """Replace, in place, every floating-point initializer with at least ``min_sparsity`` zeros by the rebuild
+    subgraph above, where that makes the serialized model smaller by at least :data:`MIN_SAVED_BYTES` (the
+    nodes and their value names counted). Returns what was replaced."""
     graph = model.graph
     done: list[CompactedTensor] = []
     new_nodes: list[onnx.NodeProto] = []
@@ -64,11 +67,15 @@ def compact_initializers(model: onnx.ModelProto, min_sparsity: float = 0.3) -> l
             keep_inits.append(init)
             continue
         sparsity = 1.0 - np.count_nonzero(array) / array.size
-        dense, compact = array.nbytes, compact_bytes(array)
-        if sparsity < min_sparsity or dense - compact < MIN_SAVED_BYTES:
+        if sparsity < min_sparsity or array.nbytes - compact_bytes(array) < MIN_SAVED_BYTES:
             keep_inits.append(init)
             continue
         nodes, tensors = _rebuild(init.name, array)
+        dense = init.ByteSize()
+        compact = sum(n.ByteSize() for n in nodes) + sum(t.ByteSize() for t in tensors)
+        if dense - compact < MIN_SAVED_BYTES:
+            keep_inits.append(init)
+            continue
         new_nodes.extend(nodes)
         keep_inits.extend(tensors)
         done.append(CompactedTensor(init.name, dense, compact, float(sparsity)))

@@ -132,7 +132,7 @@ def test_compact_mode_shrinks_file_and_still_verifies(llama_export):
     model, records, dense = llama_export("0.6")
     _, _, small = llama_export("0.6", compact=True)
     assert dense.passed and small.passed, small.failures()
-    assert small.compacted and small.dense_bytes == pytest.approx(dense.file_bytes, rel=0.02)
+    assert small.compacted and small.dense_bytes == pytest.approx(dense.file_bytes, rel=1e-3)
     assert small.file_bytes < dense.file_bytes
     # compacted weights are computed in the file (not initializers) and the audit decoded them
     inits = {t.name for t in onnx.load(str(small.path)).graph.initializer}
