@@ -15,6 +15,7 @@ batch size and sequence length (:mod:`swappass.onnx_verify`).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -24,7 +25,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import onnx
 import torch
@@ -438,41 +439,36 @@ def export_onnx(
     named, positional = named_inputs(model, example_inputs, hf)
     axes = dynamic_axes(named, dynamic)
     call_kwargs = hf_call_kwargs(model, hf)
-    was_training = model.training
-    model.eval()
-    try:
-        with _AtomicOutput(path) as out:
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                eager = call_model(model, named, positional, call_kwargs)
-            fields = pick_outputs(eager, outputs, hf)
-            output_names = list(output_tensors(eager, fields))
-            del eager
-            adapter = ExportAdapter(model, list(named), call_kwargs, fields, positional).eval()
-            ep = _capture(adapter, widen_unit_axes(named, axes), list(named), axes, max_sizes(model, hf))
-            unused = _unused_parameters(ep)
-            proto = _translate(ep, list(named), output_names, opset)
-            del ep
-            _strip_adapter_prefix(proto)
-            _rename_dims(proto, axes)
-            report = _describe(proto, path)
-            _finish_proto(proto, report, records, weights, unused, compact)
-            too_big = _tensor_bytes(proto) > PROTOBUF_LIMIT_BYTES - _EXTERNAL_MARGIN
-            if too_big and external_data is False:
-                raise ExportError(f"the model's weights ({_mb(_tensor_bytes(proto))}) exceed the 2 GB protobuf limit; "
-                                  "use external_data=True (or None)")
-            out.save(proto, too_big if external_data is None else bool(external_data))
-            del proto
-            final, report.external_data = out.commit()
+    with _eval_mode(model), _AtomicOutput(path) as out:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            eager = call_model(model, named, positional, call_kwargs)
+        fields = pick_outputs(eager, outputs, hf)
+        output_names = list(output_tensors(eager, fields))
+        del eager
+        adapter = ExportAdapter(model, list(named), call_kwargs, fields, positional).eval()
+        ep = _capture(adapter, widen_unit_axes(named, axes), list(named), axes, max_sizes(model, hf))
+        unused = _unused_parameters(ep)
+        proto = _translate(ep, list(named), output_names, opset)
+        del ep
+        _strip_adapter_prefix(proto)
+        _rename_dims(proto, axes)
+        report = _describe(proto, path)
+        _finish_proto(proto, report, records, weights, unused, compact)
+        too_big = _tensor_bytes(proto) > PROTOBUF_LIMIT_BYTES - _EXTERNAL_MARGIN
+        if too_big and external_data is False:
+            raise ExportError(f"the model's weights ({_mb(_tensor_bytes(proto))}) exceed the 2 GB protobuf limit; "
+                              "use external_data=True (or None)")
+        out.save(proto, too_big if external_data is None else bool(external_data))
+        del proto
+        final, report.external_data = out.commit()
         report.export_seconds = time.perf_counter() - t0
-    finally:
-        model.train(was_training)
-    report.file_bytes = final.stat().st_size + (report.external_data.stat().st_size if report.external_data else 0)
-    if verify:
-        _verify(report, model, adapter, named, axes, output_names, records, weights, unused, rtol, atol,
-                verify_inputs, providers)
-    else:
-        report.verified = False
+        report.file_bytes = final.stat().st_size + (report.external_data.stat().st_size if report.external_data else 0)
+        if verify:
+            _verify(report, model, adapter, named, axes, output_names, records, weights, unused, rtol, atol,
+                    verify_inputs, providers)
+        else:
+            report.verified = False
     if verbose:
         print(report)
     if verify and not report.passed:
@@ -480,6 +476,17 @@ def export_onnx(
             raise ExportError(f"{final} failed verification:\n  " + "\n  ".join(report.failures()))
         warnings.warn(f"{final} failed verification: " + "; ".join(report.failures()[:3]), stacklevel=2)
     return report
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Export and verify in eval mode (no dropout), then restore the model's mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def _describe(proto: onnx.ModelProto, path: Path) -> ExportReport:

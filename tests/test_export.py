@@ -369,6 +369,12 @@ def test_tuple_inputs_static_shapes_and_opset(tmp_path):
     assert not unverified.verified and unverified.checks == [] and "not verified" in str(unverified)
 
 
+def test_model_in_training_mode_exports_and_verifies_in_eval_mode(tmp_path):
+    net = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5)).train()
+    report = sp.export_onnx(net, torch.randn(4, 8), tmp_path / "m.onnx", verbose=False)
+    assert report.passed and net.training and all(m.training for m in net.modules())
+
+
 def test_external_data_when_over_the_protobuf_limit(tmp_path, monkeypatch):
     import swappass.export as ex
 
