@@ -32,7 +32,14 @@ import torch
 from torch import nn
 
 from .masks import PrunedWeight, load_masks
-from .onnx_audit import GraphIndex, SparsityAudit, audit_sparsity, locate_pruned_weights, set_metadata, sparsity_metadata
+from .onnx_audit import (
+    GraphIndex,
+    SparsityAudit,
+    audit_sparsity,
+    locate_pruned_weights,
+    set_metadata,
+    sparsity_metadata,
+)
 from .onnx_adapter import (
     ExampleInputs,
     ExportAdapter,
@@ -93,7 +100,8 @@ class ExportReport:
         out = []
         for c in self.checks:
             if not c.passed:
-                what = c.note or f"max |onnxruntime − PyTorch| = {c.max_abs:.3g} > tolerance {c.tolerance:.3g} (relative {c.max_rel:.3g})"
+                what = c.note or (f"max |onnxruntime − PyTorch| = {c.max_abs:.3g} > tolerance {c.tolerance:.3g} "
+                                  f"(relative {c.max_rel:.3g})")
                 out.append(f"output {c.output!r} on {c.inputs} inputs: {what}")
         if self.audit is not None:
             for e in self.audit.failures:
@@ -120,7 +128,8 @@ class ExportReport:
             pruned = [e for e in self.audit.entries if e.sparsity is not None]
             mean = sum(e.sparsity for e in pruned) / len(pruned) if pruned else 0.0
             patterns = ", ".join(sorted({e.pattern for e in self.audit.entries}))
-            lines.append(f"  sparsity audit: {self.audit.summary()} (pattern {patterns}, mean sparsity {100 * mean:.1f}%)")
+            lines.append(f"  sparsity audit: {self.audit.summary()} (pattern {patterns}, "
+                         f"mean sparsity {100 * mean:.1f}%)")
         if self.dense_bytes is not None:
             lines.append(f"  size: {_mb(self.file_bytes)} with {len(self.compacted)} initializers stored compactly, "
                          f"{_mb(self.dense_bytes)} dense")
@@ -187,7 +196,8 @@ def _capture(adapter: nn.Module, args: tuple[torch.Tensor, ...], names: Sequence
         if "dynamic" in text.lower() or "constraint" in text.lower() or "specializ" in text.lower():
             hint = (" The dynamic axes (" + ", ".join(f"{n}: {dict(a)}" for n, a in axes.items()) + ") do not fit the "
                     "model: pass dynamic=False for fixed shapes, or a mapping of the axes that may vary.")
-        raise ExportError(f"torch.export could not capture the model ({type(exc).__name__}): {_first_lines(text)}.{hint}") from exc
+        summary = _first_lines(text)
+        raise ExportError(f"torch.export could not capture the model ({type(exc).__name__}): {summary}.{hint}") from exc
 
 
 _OP_PATTERNS = (
@@ -577,7 +587,8 @@ def _verify(report: ExportReport, model, adapter, named, axes, output_names, rec
     second = verify_inputs if verify_inputs is not None else second_inputs(
         {k: v.cpu() for k, v in named.items()}, axes, vocab, max_len)
     if second is not None:
-        report.checks += compare_outputs(session, reference, second, output_names, "second", report.rtol, report.atol, lm)
+        report.checks += compare_outputs(session, reference, second, output_names, "second", report.rtol, report.atol,
+                                         lm)
     else:
         report.notes.append("fixed input shapes: verified on the example inputs only")
     report.verify_seconds = time.perf_counter() - t0

@@ -77,7 +77,8 @@ def output_tensors(out: Any, fields: Sequence[str] | None) -> dict[str, torch.Te
             raise ExportError(f"the model returns a {type(out).__name__} of {kinds}; ONNX outputs must be tensors "
                               "(pass outputs=[...] to pick fields of a dict output, or wrap the model)")
         return {f"output_{i}": t for i, t in enumerate(out)}
-    raise ExportError(f"cannot export a model returning {type(out).__name__}; return tensors, a tuple or a dict of tensors")
+    raise ExportError(f"cannot export a model returning {type(out).__name__}; return tensors, a tuple or a dict "
+                      "of tensors")
 
 
 def is_hf_model(model: nn.Module) -> bool:
@@ -114,10 +115,12 @@ def named_inputs(model: nn.Module, example_inputs: ExampleInputs, hf: bool) -> t
             raise ExportError(f"{len(example_inputs)} example inputs for a forward() taking {len(names)}: {names}")
         names = (names + [f"input_{i}" for i in range(len(names), len(example_inputs))])[: len(example_inputs)]
         return dict(zip(names, example_inputs)), not hf
-    raise ExportError(f"example_inputs must be a tensor, a tuple or a dict of tensors, got {type(example_inputs).__name__}")
+    raise ExportError("example_inputs must be a tensor, a tuple or a dict of tensors, got "
+                      f"{type(example_inputs).__name__}")
 
 
-def dynamic_axes(named: Mapping[str, torch.Tensor], dynamic: bool | Mapping[str, Mapping[int, str]]) -> dict[str, dict[int, str]]:
+def dynamic_axes(named: Mapping[str, torch.Tensor],
+                 dynamic: bool | Mapping[str, Mapping[int, str]]) -> dict[str, dict[int, str]]:
     """Input name → {axis: dim name}. Default: axis 0 is ``batch``; axis 1 is ``sequence`` for integer
     (token) inputs of rank ≥ 2 and for any input of rank ≥ 3."""
     if dynamic is False:
@@ -129,7 +132,8 @@ def dynamic_axes(named: Mapping[str, torch.Tensor], dynamic: bool | Mapping[str,
         for name, axes in dynamic.items():
             bad = [a for a in axes if not 0 <= a < named[name].dim()]
             if bad:
-                raise ExportError(f"dynamic axis {bad[0]} of input {name!r} is out of range (shape {tuple(named[name].shape)})")
+                shape = tuple(named[name].shape)
+                raise ExportError(f"dynamic axis {bad[0]} of input {name!r} is out of range (shape {shape})")
         return {k: dict(v) for k, v in dynamic.items()}
     axes = {}
     for name, t in named.items():
@@ -142,8 +146,8 @@ def dynamic_axes(named: Mapping[str, torch.Tensor], dynamic: bool | Mapping[str,
     return axes
 
 
-
-def widen_unit_axes(named: Mapping[str, torch.Tensor], axes: Mapping[str, Mapping[int, str]]) -> tuple[torch.Tensor, ...]:
+def widen_unit_axes(named: Mapping[str, torch.Tensor],
+                    axes: Mapping[str, Mapping[int, str]]) -> tuple[torch.Tensor, ...]:
     """Capture inputs: a dynamic axis of size 1 is repeated to size 2, because torch.export specialises size-1
     dims to constants (the 0/1 specialisation). Verification still runs on the inputs as given."""
     out = []
@@ -153,7 +157,6 @@ def widen_unit_axes(named: Mapping[str, torch.Tensor], axes: Mapping[str, Mappin
                 t = t.repeat_interleave(2, dim=axis)
         out.append(t)
     return tuple(out)
-
 
 
 def call_model(model: nn.Module, named: Mapping[str, torch.Tensor], positional: bool,

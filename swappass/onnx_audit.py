@@ -78,7 +78,8 @@ class GraphIndex:
     def _constant_values(self) -> set[str]:
         const = set(self.initializers) | set(self.sparse_initializers)
         for node in self.nodes:  # ONNX graphs are topologically sorted
-            has_subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+            graph_types = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+            has_subgraph = any(a.type in graph_types for a in node.attribute)
             if not has_subgraph and all(i == "" or i in const for i in node.input):
                 const.update(o for o in node.output if o)
         return const
@@ -134,7 +135,8 @@ class GraphIndex:
         inits = [numpy_helper.from_array(self.array(v), v) for v in sorted(leaves)]
         out = onnx.helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED, None)
         sub = onnx.helper.make_graph(nodes, "constant_subgraph", [], [out], initializer=inits)
-        sub_model = onnx.helper.make_model(sub, opset_imports=list(self.model.opset_import), ir_version=self.model.ir_version)
+        sub_model = onnx.helper.make_model(sub, opset_imports=list(self.model.opset_import),
+                                           ir_version=self.model.ir_version)
         return ReferenceEvaluator(sub_model).run(None, {})[0]
 
     def weight_operands(self) -> list[WeightOperand]:
@@ -151,7 +153,8 @@ class GraphIndex:
                     if node.op_type == "MatMul":
                         axis = 1 if idx == 0 else 0  # A (…, K) reduces over its last axis, B (K, N) over its first
                     else:
-                        axis = (0 if attrs.get("transA", 0) else 1) if idx == 0 else (1 if attrs.get("transB", 0) else 0)
+                        transposed = attrs.get("transA" if idx == 0 else "transB", 0)
+                        axis = (1 - transposed) if idx == 0 else transposed
                     traced = self._trace_to_source(value, axis)
                     if traced is not None:
                         source, src_axis = traced
@@ -482,7 +485,8 @@ def _audit_one(index: GraphIndex, rec: PrunedWeight, loc: Location | None, weigh
         differs = view[mask_user] != W_user[mask_user]
         if np.any(differs):
             diff = np.abs(view[mask_user].astype(np.float64) - W_user[mask_user].astype(np.float64)).max()
-            problems.append(f"{int(differs.sum())} kept weight(s) differ from the PyTorch parameter (max |diff| {diff:.3g})")
+            problems.append(f"{int(differs.sum())} kept weight(s) differ from the PyTorch parameter "
+                            f"(max |diff| {diff:.3g})")
     for op in loc.operands:
         if op.reduction_axis != loc.in_axis:
             problems.append(

@@ -109,7 +109,8 @@ def _rebuild(name: str, array: np.ndarray) -> tuple[list[onnx.NodeProto], list[T
     s = _PREFIX
     nodes = [
         helper.make_node("Unsqueeze", [f"{name}.nz_bits", f"{s}.last_axis"], [f"{t}.bytes"], name=f"{t}.unsqueeze"),
-        helper.make_node("BitShift", [f"{t}.bytes", f"{s}.shifts"], [f"{t}.shifted"], direction="LEFT", name=f"{t}.shl"),
+        helper.make_node("BitShift", [f"{t}.bytes", f"{s}.shifts"], [f"{t}.shifted"], direction="LEFT",
+                         name=f"{t}.shl"),
         helper.make_node("BitShift", [f"{t}.shifted", f"{s}.seven"], [f"{t}.bits"], direction="RIGHT", name=f"{t}.shr"),
         helper.make_node("Reshape", [f"{t}.bits", f"{s}.last_axis"], [f"{t}.bits_flat"], name=f"{t}.flatten"),
         helper.make_node("Slice", [f"{t}.bits_flat", f"{s}.zero", f"{t}.numel"], [f"{t}.keep_u8"], name=f"{t}.slice"),

@@ -360,7 +360,8 @@ class TwoInputs(nn.Module):
 def test_tuple_inputs_static_shapes_and_opset(tmp_path):
     x, y = torch.randn(2, 3, 8), torch.randn(2, 3, 8)
     dyn = sp.export_onnx(TwoInputs(), (x, y), tmp_path / "d.onnx", opset=18, verbose=False)
-    assert dyn.passed and dyn.opset == 18 and dyn.inputs == {"x": ["batch", "sequence", 8], "y": ["batch", "sequence", 8]}
+    assert dyn.passed and dyn.opset == 18
+    assert dyn.inputs == {"x": ["batch", "sequence", 8], "y": ["batch", "sequence", 8]}
     assert {c.inputs for c in dyn.checks} == {"example 2×3", "second 3×6"}
     static = sp.export_onnx(TwoInputs(), (x, y), tmp_path / "s.onnx", dynamic=False, verbose=False)
     assert static.passed and static.inputs["x"] == [2, 3, 8] and len(static.checks) == 1

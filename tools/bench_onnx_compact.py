@@ -63,17 +63,17 @@ def fmt_sparse(W, index_kind):
         idx = np.stack(np.unravel_index(nz, W.shape), 1).astype(np.int64)
     else:
         idx = nz.astype(index_kind)
-    st = helper.make_sparse_tensor(numpy_helper.from_array(flat[nz], "W"), numpy_helper.from_array(idx, ""), list(W.shape))
+    values, indices = numpy_helper.from_array(flat[nz], "W"), numpy_helper.from_array(idx, "")
+    st = helper.make_sparse_tensor(values, indices, list(W.shape))
     return graph(W.shape, sparse=[st])
 
 
 def fmt_scatter(W):
     keep = (W != 0).ravel()
-    inits = [numpy_helper.from_array(np.packbits(keep), "bits"), numpy_helper.from_array(W.ravel()[keep], "vals"),
-             numpy_helper.from_array(np.arange(8, dtype=np.uint8), "sh"), numpy_helper.from_array(np.array([7], np.uint8), "s7"),
-             numpy_helper.from_array(np.array([-1], np.int64), "m1"), numpy_helper.from_array(np.array([0], np.int64), "z"),
-             numpy_helper.from_array(np.array([W.size], np.int64), "numel"),
-             numpy_helper.from_array(np.array(W.shape, np.int64), "shape")]
+    arrays = {"bits": np.packbits(keep), "vals": W.ravel()[keep], "sh": np.arange(8, dtype=np.uint8),
+              "s7": np.array([7], np.uint8), "m1": np.array([-1], np.int64), "z": np.array([0], np.int64),
+              "numel": np.array([W.size], np.int64), "shape": np.array(W.shape, np.int64)}
+    inits = [numpy_helper.from_array(v, k) for k, v in arrays.items()]
     nodes = [helper.make_node("Unsqueeze", ["bits", "m1"], ["b1"]),
              helper.make_node("BitShift", ["b1", "sh"], ["b2"], direction="LEFT"),
              helper.make_node("BitShift", ["b2", "s7"], ["b3"], direction="RIGHT"),
@@ -82,7 +82,8 @@ def fmt_scatter(W):
              helper.make_node("Cast", ["b5"], ["keep"], to=TensorProto.BOOL),
              helper.make_node("NonZero", ["keep"], ["nzT"]),
              helper.make_node("Transpose", ["nzT"], ["nz"], perm=[1, 0]),
-             helper.make_node("ConstantOfShape", ["numel"], ["zeros"], value=numpy_helper.from_array(np.zeros(1, np.float32))),
+             helper.make_node("ConstantOfShape", ["numel"], ["zeros"],
+                              value=numpy_helper.from_array(np.zeros(1, np.float32))),
              helper.make_node("ScatterND", ["zeros", "nz", "vals"], ["flat"]),
              helper.make_node("Reshape", ["flat", "shape"], ["W"])]
     return graph(W.shape, nodes, inits)
@@ -118,7 +119,8 @@ def bench_formats(K: int, N: int) -> None:
     rng = np.random.default_rng(0)
     X = rng.standard_normal((4, K)).astype(np.float32)
     print(f"## formats: one MatMul, W {K}×{N} fp32, X 4×{K}; onnx {onnx.__version__}, onnxruntime {ort.__version__}")
-    print("| sparsity | format | checker | loads+correct | size MB | vs dense | session ms | run ms | ops after ORT opt |")
+    print("| sparsity | format | checker | loads+correct | size MB | vs dense | session ms | run ms "
+          "| ops after ORT opt |")
     print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("2:4", "0.6", "0.9"):
@@ -144,7 +146,8 @@ def bench_formats(K: int, N: int) -> None:
                     create = time.perf_counter() - t
                     ok = np.allclose(sess.run(None, {"X": X})[0], ref, rtol=1e-4, atol=1e-4)
                     run = time_runs(sess, {"X": X})
-                    ops = sorted({n.op_type for n in onnx.load(so.optimized_model_filepath, load_external_data=False).graph.node})
+                    optimized = onnx.load(so.optimized_model_filepath, load_external_data=False)
+                    ops = sorted({n.op_type for n in optimized.graph.node})
                     loads = "yes" if ok else "WRONG RESULT"
                     row = f"{create * 1e3:.0f} | {run * 1e3:.3f} | {' '.join(ops)}"
                 except Exception as exc:
@@ -164,7 +167,8 @@ def bench_model(spec: str, seq: int) -> None:
 
     print(f"## {spec}: export dense vs compact; torch {torch.__version__}, onnxruntime {ort.__version__}, "
           f"{os.cpu_count()} CPU cores")
-    print("| pattern | storage | file MB | export s | verify s | max rel err (example / second) | ORT session s | ORT run ms (1×%d) |" % seq)
+    print("| pattern | storage | file MB | export s | verify s | max rel err (example / second) | ORT session s "
+          f"| ORT run ms (1×{seq}) |")
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for pattern in ("2:4", "0.6"):
@@ -181,8 +185,9 @@ def bench_model(spec: str, seq: int) -> None:
                 ids = np.random.default_rng(0).integers(0, model.config.vocab_size, (1, seq), dtype=np.int64)
                 run = time_runs(sess, {"input_ids": ids, "attention_mask": np.ones_like(ids)}, repeat=5)
                 errs = " / ".join(f"{c.max_rel:.1e}" for c in report.checks)
-                print(f"| {pattern} | {'compact' if compact else 'dense'} | {report.file_bytes / 1e6:.1f} | "
-                      f"{report.export_seconds:.1f} | {report.verify_seconds:.1f} | {errs} | {create:.2f} | {run * 1e3:.1f} |")
+                storage = "compact" if compact else "dense"
+                print(f"| {pattern} | {storage} | {report.file_bytes / 1e6:.1f} | {report.export_seconds:.1f} | "
+                      f"{report.verify_seconds:.1f} | {errs} | {create:.2f} | {run * 1e3:.1f} |")
                 del sess
                 path.unlink()
 
@@ -194,7 +199,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="part 2: a model spec for swappass.models.load_model")
     ap.add_argument("--seq", type=int, default=128, help="tokens per inference run in part 2")
     args = ap.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
+    machine = platform.processor() or platform.machine()
+    print(f"machine: {machine}, {os.cpu_count()} cores, python {platform.python_version()}")
     if args.formats:
         bench_formats(*args.size)
     if args.model:
