@@ -5,12 +5,14 @@ Layer-level API (DESIGN.md §3)::
     mask0 = swappass.warm_start(W, G, pattern="2:4", method="wanda")   # bool, True = keep
     res = swappass.refine_mask(W, G, mask0, pattern="2:4", max_iters=100)
     loss = swappass.layer_loss(W, G, res.mask)                           # per-row error
+    report = swappass.export_onnx(model, example_inputs, "model.onnx", masks=records)  # verified ONNX
 
 Beyond the paper: ``"unstructured:0.6"`` layer budgets (cross-row moves), ``refit_weights`` (damped least
 squares on the final mask), and the baselines ``sparsegpt_prune`` and ``dsnot_refine`` (with ``ChannelStats``).
 """
 from .channelstats import ChannelStats
 from .dsnot import dsnot_refine, dsnot_skips
+from .export import ExportReport, export_onnx
 from .gram import GramAccumulator, NonFiniteActivationError
 from .patterns import NMSparsity, RowSparsity, SparsityPattern, UnstructuredSparsity, parse_pattern
 from .refine import RefineResult, layer_loss, refine_mask
@@ -22,6 +24,8 @@ from .warmstart import mask_from_scores, warm_start, warm_start_scores
 __version__ = "0.1.0"
 
 __all__ = [
+    "ExportReport",
+    "export_onnx",
     "ChannelStats",
     "dsnot_refine",
     "dsnot_skips",
