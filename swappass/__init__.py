@@ -12,7 +12,6 @@ squares on the final mask), and the baselines ``sparsegpt_prune`` and ``dsnot_re
 """
 from .channelstats import ChannelStats
 from .dsnot import dsnot_refine, dsnot_skips
-from .export import ExportReport, export_onnx
 from .gram import GramAccumulator, NonFiniteActivationError
 from .patterns import NMSparsity, RowSparsity, SparsityPattern, UnstructuredSparsity, parse_pattern
 from .refine import RefineResult, layer_loss, refine_mask
@@ -22,6 +21,23 @@ from .unstructured import refine_unstructured
 from .warmstart import mask_from_scores, warm_start, warm_start_scores
 
 __version__ = "0.1.0"
+
+# Heavy modules (onnx, onnxruntime, the graph pass) load on first use, so `import swappass` stays light.
+_LAZY = {"ExportReport": ".export", "export_onnx": ".export"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'swappass' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "ExportReport",
