@@ -5,6 +5,7 @@ Layer-level API (DESIGN.md §3)::
     mask0 = swappass.warm_start(W, G, pattern="2:4", method="wanda")   # bool, True = keep
     res = swappass.refine_mask(W, G, mask0, pattern="2:4", max_iters=100)
     loss = swappass.layer_loss(W, G, res.mask)                           # per-row error
+    report = swappass.export_onnx(model, example_inputs, "model.onnx", masks=records)  # verified ONNX
 
 Beyond the paper: ``"unstructured:0.6"`` layer budgets (cross-row moves), ``refit_weights`` (damped least
 squares on the final mask), and the baselines ``sparsegpt_prune`` and ``dsnot_refine`` (with ``ChannelStats``).
@@ -16,9 +17,7 @@ Model-level pass (prepare -> calibrate -> convert, driven by ``sparsify``)::
 from .channelstats import ChannelStats
 from .dsnot import dsnot_refine, dsnot_skips
 from .gram import GramAccumulator, NonFiniteActivationError
-from .graph import CaptureError, CapturedGraph, capture
 from .patterns import NMSparsity, RowSparsity, SparsityPattern, UnstructuredSparsity, parse_pattern
-from .pipeline import PreparedModel, convert, prepare, sparsify
 from .prune import PruneResult, prune_weights
 from .refine import RefineResult, layer_loss, refine_mask
 from .refit import RefitResult, reconstruction_loss, refit_weights
@@ -29,7 +28,36 @@ from .warmstart import mask_from_scores, warm_start, warm_start_scores
 
 __version__ = "0.1.0"
 
+# Heavy modules (onnx, onnxruntime, the graph pass) load on first use, so `import swappass` stays light.
+_LAZY = {
+    "ExportReport": ".export",
+    "export_onnx": ".export",
+    "CaptureError": ".graph",
+    "CapturedGraph": ".graph",
+    "capture": ".graph",
+    "PreparedModel": ".pipeline",
+    "prepare": ".pipeline",
+    "convert": ".pipeline",
+    "sparsify": ".pipeline",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'swappass' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 __all__ = [
+    "ExportReport",
+    "export_onnx",
     "ChannelStats",
     "dsnot_refine",
     "dsnot_skips",

@@ -1,15 +1,18 @@
-"""Whole-layer refinement time (100 iterations, all rows), swappass backends side by side, same inputs.
+"""Wall time of refine_mask per backend, same run, same inputs (the CPU path of issue 6).
 
-    python tools/bench_refine.py --device cuda --shapes 4096x4096 4096x14336 --patterns 0.6 2:4
+    python tools/bench_refine.py                       # SmolLM2-135M shapes, 576 rows, 20 iterations
+    python tools/bench_refine.py --iters 100 --patterns 0.6
 
-Reports wall time, iterations run, mean swaps per row, relative error reduction and peak device memory.
-The plain torch backend is run for --torch-iters iterations only (it is the slow reference) and its time per
-iteration is reported beside the others'.
+Paths: ``torch`` (refine.py's loop around the plain torch search), ``cpu-search`` (refine.py's loop around the
+compiled search), ``cpu`` (the compiled search with the loop itself in C++, what ``backend="cpu"`` runs).
+Every path must give the same mask as ``torch`` (checked). The time includes the exact losses that
+refine_mask computes before and after (two d_out × d_in × d_in products), the same for every path.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
 import time
 from pathlib import Path
@@ -19,81 +22,80 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import swappass as sp  # noqa: E402
-from swappass import kernels  # noqa: E402
+from swappass import kernels, refine  # noqa: E402
+from swappass.patterns import parse_pattern  # noqa: E402
+
+SHAPES = {"smollm2": [("q/k/v/o/gate/up d_in=576", 576, 576), ("down d_in=1536", 576, 1536)]}
 
 
-def make_layer(d_out: int, d_in: int, device: str, seed: int = 0):
-    g = torch.Generator(device=device).manual_seed(seed)
-    W = torch.randn(d_out, d_in, generator=g, device=device) * 0.02
-    X = torch.randn(d_in, 4096, generator=g, device=device)
-    X = X * (0.05 + torch.rand(d_in, 1, generator=g, device=device) ** 4 * 5)  # outlier channels, as in LLMs
-    mix = torch.randn(d_in, 64, generator=g, device=device) @ torch.randn(64, 4096, generator=g, device=device)
-    X = X + 0.3 * mix  # low-rank correlation between channels
+def make_layer(rows: int, d: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(rows, d, generator=g)
+    X = torch.randn(d, 2 * d, generator=g) * (0.1 + torch.rand(d, 1, generator=g))
     return W, X @ X.T
 
 
-def run_one(W, G, pattern, backend, iters, device):
-    mask = sp.warm_start(W, G, pattern, "wanda")
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    res = sp.refine_mask(W, G, mask, pattern, max_iters=iters, backend=backend)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    sec = time.perf_counter() - t0
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else float("nan")
-    return dict(backend=res.info["backend"], iters=res.iters, seconds=sec, sec_per_iter=sec / max(res.iters, 1),
-                swaps_mean=float(res.swaps.float().mean()), reduction=res.relative_reduction, peak_gib=peak)
+def without_fused_loop(make):
+    """refine._make_search as it is, but hiding the kernel's refine_batch so refine.py's loop runs."""
+    def patched(backend, pattern, G, chunk_elems):
+        search = make(backend, pattern, G, chunk_elems)
+        return lambda w, c, keep: search(w, c, keep)
+    return patched
+
+
+def run_path(path: str, W, G, mask, pattern, iters: int):
+    backend = "torch" if path == "torch" else "cpu"
+    original = refine._make_search
+    if path == "cpu-search":
+        refine._make_search = without_fused_loop(original)
+    try:
+        t0 = time.perf_counter()
+        res = sp.refine_mask(W, G, mask, pattern, max_iters=iters, backend=backend)
+        return time.perf_counter() - t0, res
+    finally:
+        refine._make_search = original
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--shapes", nargs="+", default=["576x576", "576x1536"])
     ap.add_argument("--patterns", nargs="+", default=["0.6", "2:4"])
-    ap.add_argument("--iters", type=int, default=100)
-    ap.add_argument("--torch-iters", type=int, default=3)
-    ap.add_argument("--profile", action="store_true", help="print where the time of a few iterations goes")
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3, help="best of this many runs per path (torch: one run)")
+    ap.add_argument("--paths", nargs="+", default=["torch", "cpu-search", "cpu"])
+    ap.add_argument("--threads", type=int, default=0, help="torch/OpenMP threads (0: torch's default)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    fast = kernels.available_backends(args.device)
-    print(f"device={args.device} {torch.cuda.get_device_name() if args.device.startswith('cuda') else ''} "
-          f"backends={fast} torch={torch.__version__}")
-    rows = []
-    for shape in args.shapes:
-        d_out, d_in = (int(x) for x in shape.split("x"))
-        W, G = make_layer(d_out, d_in, args.device)
-        for pattern in args.patterns:
-            for backend, iters in [(b, args.iters) for b in fast] + [("torch", args.torch_iters)]:
-                r = run_one(W, G, pattern, backend, iters, args.device)
-                r.update(shape=shape, pattern=pattern, max_iters=iters)
-                rows.append(r)
-                print(f"{shape:12s} {pattern:5s} {r['backend']:7s} iters={r['iters']:3d}/{iters:<3d} "
-                      f"{r['seconds']:8.2f} s  {r['sec_per_iter'] * 1e3:9.2f} ms/iter  swaps/row={r['swaps_mean']:6.2f} "
-                      f"reduction={r['reduction']:.4f}  peak={r['peak_gib']:.2f} GiB", flush=True)
-    if args.profile:
-        profile(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if "cpu" not in kernels.available_backends("cpu"):
+        raise SystemExit("the cpu backend is not registered")
+    info = dict(torch=torch.__version__, threads=torch.get_num_threads(), machine=platform.machine(),
+                iters=args.iters)
+    print(json.dumps(info))
+    results = []
+    for label, rows, d in SHAPES["smollm2"]:
+        W, G = make_layer(rows, d)
+        for spec in args.patterns:
+            pattern = parse_pattern(spec)
+            mask = sp.warm_start(W, G, pattern, "wanda")
+            ref = None
+            for path in args.paths:
+                reps = 1 if path == "torch" else args.repeats  # the baseline alone takes minutes
+                best, res = min((run_path(path, W, G, mask, pattern, args.iters) for _ in range(reps)),
+                                key=lambda x: x[0])
+                ref = res if ref is None else ref
+                same = bool(torch.equal(res.mask, ref.mask))
+                results.append(dict(shape=label, d_in=d, rows=rows, pattern=str(pattern), path=path, seconds=best,
+                                    iters=res.iters, swaps=int(res.swaps.sum()), same_mask=same))
+                print(f"{label:28s} {str(pattern):8s} {path:11s} {best * 1e3:9.1f} ms  iters={res.iters:3d} "
+                      f"swaps={int(res.swaps.sum()):6d} same_mask={same}", flush=True)
+    print("\nspeed-up over the torch path (same run):")
+    for r in results:
+        base = next(x for x in results if x["shape"] == r["shape"] and x["pattern"] == r["pattern"])
+        if r is not base:
+            print(f"  {r['shape']:28s} {r['pattern']:8s} {r['path']:11s} x{base['seconds'] / r['seconds']:.1f}")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-
-
-def profile(args) -> None:
-    """torch.profiler table of 10 refinement iterations of the first shape and pattern, fastest backend."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
-
-    d_out, d_in = (int(x) for x in args.shapes[0].split("x"))
-    W, G = make_layer(d_out, d_in, args.device)
-    pattern = args.patterns[0]
-    mask = sp.warm_start(W, G, pattern, "wanda")
-    sp.refine_mask(W, G, mask, pattern, max_iters=2)  # warm-up / compile
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
-    with torch_profile(activities=acts) as prof:
-        sp.refine_mask(W, G, mask, pattern, max_iters=10)
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-    key = "cuda_time_total" if args.device.startswith("cuda") else "cpu_time_total"
-    print(prof.key_averages().table(sort_by=key, row_limit=15))
+        args.json.write_text(json.dumps({"info": info, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

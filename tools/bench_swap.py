@@ -93,7 +93,30 @@ def timeit(fn, device, min_time: float = 1.0, max_reps: int = 50) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def swappass_paths(pattern, G, device):
+def _chunk_min(G, w, a, b):
+    """search_rows_torch's scores for a chunk of rows (all u at once) and their first minimum."""
+    S = G[None, :, :] * w[:, None, :]
+    S = S * (-2 * w)[:, :, None] + b[:, None, :] + a[:, :, None]
+    return S.reshape(w.shape[0], -1).min(dim=1)
+
+
+def torch_compile_search(G, rows_per_chunk: int = 16):
+    """The per-row search as one torch.compile'd (inductor) fused reduction per chunk of rows."""
+    compiled = torch.compile(_chunk_min, dynamic=False)
+    gd = G.diagonal()
+
+    def search(w, c, keep):
+        a, b = swap_terms(w, c, keep, gd)
+        d = w.shape[1]
+        parts = [compiled(G, w[r:r + rows_per_chunk], a[r:r + rows_per_chunk], b[r:r + rows_per_chunk])
+                 for r in range(0, w.shape[0], rows_per_chunk)]
+        val, idx = torch.cat([v for v, _ in parts]), torch.cat([i for _, i in parts])
+        return SwapChoice(val, idx // d, idx % d)
+
+    return search
+
+
+def swappass_paths(pattern, G, device, with_compile: bool = False):
     """The swappass search paths available here: name -> callable(w, c, keep)."""
     gd = G.diagonal().contiguous()
     if isinstance(pattern, NMSparsity):
@@ -103,6 +126,8 @@ def swappass_paths(pattern, G, device):
         paths = {"swappass-torch": lambda w, c, k: search_rows_torch(w, c, k, G, gd)}
     from swappass import kernels
 
+    if with_compile and not isinstance(pattern, NMSparsity):
+        paths["torch-compile"] = torch_compile_search(G)
     for backend in kernels.available_backends(device):
         paths[f"swappass-{backend}"] = kernels.make_search(backend, pattern, G)
     return paths
@@ -118,7 +143,7 @@ def run(args) -> list[dict]:
             W, G, keep, c = make_inputs(rows, d, pattern, device)
             ref = naive_search(W[: args.naive_rows], c[: args.naive_rows], keep[: args.naive_rows], G, pattern)
             candidates = {"naive-broadcast": lambda w, c_, k: naive_search(w, c_, k, G, pattern)}
-            candidates.update(swappass_paths(pattern, G, device))
+            candidates.update(swappass_paths(pattern, G, device, args.torch_compile))
             for name, fn in candidates.items():
                 n = {"naive-broadcast": args.naive_rows, "swappass-torch": args.torch_rows or rows}.get(name, rows)
                 n = min(n, rows)
@@ -163,8 +188,13 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=0, help="cap on rows per shape (0: the table's)")
     ap.add_argument("--naive-rows", type=int, default=64, help="rows given to the naive baseline (memory-bound)")
     ap.add_argument("--torch-rows", type=int, default=0, help="rows given to the plain torch path (0: all)")
+    ap.add_argument("--torch-compile", action="store_true",
+                    help="also time the per-row search compiled by torch.compile (compiles for minutes on CPU)")
+    ap.add_argument("--threads", type=int, default=0, help="torch/OpenMP threads (0: torch's default)")
     ap.add_argument("--json", type=Path, help="write results here")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     info = dict(torch=torch.__version__, device=args.device, threads=torch.get_num_threads(),
                 machine=platform.machine(), processor=platform.processor() or platform.machine())

@@ -13,4 +13,4 @@ python3 tools/tune_triton.py --dims 4096 14336 --json "$OUT/tune.json" > "$OUT/t
 grep -E "failed|same=False" "$OUT/tune.txt"; sed -n '/top configurations/,$p' "$OUT/tune.txt"
 python3 tools/bench_swap.py --device cuda --shapes llama3-8b --naive-rows 16 --torch-rows 64 --json "$OUT/bench_swap_llama.json" > "$OUT/bench_swap.txt" 2>&1
 tail -16 "$OUT/bench_swap.txt"
-python3 tools/bench_refine.py --device cuda --shapes 4096x4096 4096x14336 --patterns 0.6 2:4 --iters 100 --torch-iters 2 --json "$OUT/bench_refine.json" 2>&1 | tee "$OUT/bench_refine.txt"
+python3 tools/bench_refine_device.py --device cuda --shapes 4096x4096 4096x14336 --patterns 0.6 2:4 --iters 100 --torch-iters 2 --json "$OUT/bench_refine.json" 2>&1 | tee "$OUT/bench_refine.txt"

@@ -2,6 +2,10 @@
 
 A backend registers a factory ``make(pattern, G) -> search(w, c, keep) -> SwapChoice`` and an availability
 check for a device. :func:`swappass.refine_mask` picks the fastest available one with ``backend="auto"``.
+A search object may also offer ``refine_batch(w, keep, G, max_iters, rtol, resync_every) -> (swaps, iters)``,
+refine.py's whole per-batch loop with the same decisions; refine_mask then calls it instead of its own loop.
+
+Built in: ``"cpu"`` (:mod:`swappass.kernels.cpu`, a C++ kernel compiled at first use; registered on import).
 """
 from __future__ import annotations
 
@@ -95,3 +99,12 @@ def _make_gluon(pattern: SparsityPattern, G: torch.Tensor) -> SearchFn:
 
 register_backend("gluon", _gluon_available, _make_gluon)
 register_backend("triton", _triton_available, _make_triton)
+
+
+def _register_builtin() -> None:
+    from . import cpu  # stdlib + torch only; the C++ build happens at the first make_search
+
+    register_backend("cpu", cpu.available, cpu.make_search)
+
+
+_register_builtin()

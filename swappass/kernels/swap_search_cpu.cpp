@@ -1,0 +1,491 @@
+// Exact best-1-swap search on the CPU (swappass.kernels.cpu builds this file at first use).
+//
+// Contract (swappass/search.py): for every row r of w, c, keep (R x d, row-major, contiguous) return the
+// minimum over feasible pairs (u kept, p pruned; N:M: same block of m inputs) of
+//
+//     dL(u, p) = a_u + b_p - 2 w_u w_p G_up,  a_u = w_u (2 c_u + w_u G_uu),  b_p = w_p (w_p G_pp - 2 c_p)
+//
+// and its (u, p); ties go to the lowest u, then the lowest p; rows without a feasible pair give
+// (+inf, 0, 0). Every score is computed with exactly the operations, in exactly the order, of the torch
+// implementation, ((G_up * w_p) * v_u + b_p) + a_u with v_u = -2 w_u, each rounded on its own (the build
+// uses -ffp-contract=off), so the choice is bit-for-bit that of search_rows_torch / search_nm_torch.
+//
+// Per-row kernel: rows are processed in tiles; for each block of 32 u the tile's rows take turns on those
+// rows of G while they are in cache. Per row, the kept u of the block are listed (branch-free) and scored four
+// at a time, so each vector of w and b feeds four u. The loop over p is branch-free (b_p = +inf for kept p and
+// the padding) and only reduces to the minimum; the index of a minimum is recovered by a scalar rescan only
+// when it improves the row's best (rare). Four vector operations per 16 (float) pairs: this is at the
+// floating-point instruction floor of the exact formula; an FMA would save one operation but change the
+// rounding, and with it the bit-identity with the torch search.
+// N:M kernel: blocks are laid out across vector lanes (G's diagonal blocks transposed to (i, j, block)),
+// so every (i, j) position of all blocks of a row is scored in a few vector operations.
+//
+// refine_rows / refine_nm run refine.py's loop (search, accept if dL < -rtol * L_row, c += w_u G[u] - w_p G[p],
+// L_row += dL) for a number of iterations without returning to Python, with torch's roundings; the exact
+// re-derivation of c every `resync_every` iterations stays in Python (a torch matmul, as in refine.py).
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <utility>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace {
+
+constexpr int kVectorBytes = 64;
+
+template <typename T> struct Vec;
+template <> struct Vec<float> {
+  typedef float type __attribute__((vector_size(kVectorBytes), aligned(4)));
+  typedef int32_t ielem;
+  typedef int32_t itype __attribute__((vector_size(kVectorBytes), aligned(4)));
+  typedef uint8_t btype __attribute__((vector_size(kVectorBytes / 4), aligned(1)));
+};
+template <> struct Vec<double> {
+  typedef double type __attribute__((vector_size(kVectorBytes), aligned(8)));
+  typedef int64_t ielem;
+  typedef int64_t itype __attribute__((vector_size(kVectorBytes), aligned(8)));
+  typedef uint8_t btype __attribute__((vector_size(kVectorBytes / 8), aligned(1)));
+};
+
+template <typename T> constexpr int lanes() { return kVectorBytes / int(sizeof(T)); }
+
+template <typename T> inline typename Vec<T>::type load(const T* p) {
+  return *reinterpret_cast<const typename Vec<T>::type*>(p);
+}
+template <typename T> inline void store(T* p, typename Vec<T>::type v) {
+  *reinterpret_cast<typename Vec<T>::type*>(p) = v;
+}
+template <typename T> inline typename Vec<T>::type splat(T x) {
+  typename Vec<T>::type v;
+  for (int i = 0; i < lanes<T>(); ++i) v[i] = x;
+  return v;
+}
+template <typename V> inline V vmin(V x, V m) { return x < m ? x : m; }  // lane-wise, as MINPS/MINPD
+
+// Lane l of the result is lane (l / M) * M + J of v: the J-th entry of l's block of M lanes, for every lane.
+template <typename T, int M, int J, size_t... Ls>
+inline typename Vec<T>::type block_pick(typename Vec<T>::type v, std::index_sequence<Ls...>) {
+#if defined(__clang__)
+  return __builtin_shufflevector(v, v, int((Ls / M) * M + J)...);
+#else
+  return __builtin_shuffle(v, typename Vec<T>::itype{typename Vec<T>::ielem((Ls / M) * M + J)...});
+#endif
+}
+template <typename T, int M, int J> inline typename Vec<T>::type block_pick(typename Vec<T>::type v) {
+  return block_pick<T, M, J>(v, std::make_index_sequence<size_t(kVectorBytes / sizeof(T))>{});
+}
+
+template <typename T> inline T inf() { return std::numeric_limits<T>::infinity(); }
+
+// The score of one pair without a_u, exactly as torch evaluates it.
+template <typename T> inline T partial_score(T g, T wp, T vu, T bp) { return g * wp * vu + bp; }
+
+inline int threads_for(int requested, int64_t work_items) {
+  int n = requested > 0 ? requested : 1;
+  if (work_items < n) n = work_items > 0 ? int(work_items) : 1;
+  return n;
+}
+
+// out[k] = min over p < dpad of ((G_k[p] * w[p]) * v[k] + b[p]) for K rows G_k of G at once, so that w and b
+// are loaded once for K kept u; dpad is a multiple of 4 vectors.
+template <typename T, int K>
+inline void row_min(const T* const* __restrict Gs, const T* __restrict w, const T* __restrict b,
+                    const T* __restrict v, int64_t dpad, T* __restrict out) {
+  using V = typename Vec<T>::type;
+  constexpr int L = lanes<T>();
+  constexpr int A = K == 1 ? 4 : (K == 2 ? 2 : 1);  // independent accumulators per u (latency of min)
+  V vv[K], m[K][A];
+  for (int k = 0; k < K; ++k) {
+    vv[k] = splat<T>(v[k]);
+    for (int a = 0; a < A; ++a) m[k][a] = splat<T>(inf<T>());
+  }
+  for (int64_t p = 0; p < dpad; p += A * L) {
+    for (int a = 0; a < A; ++a) {
+      const V wv = load<T>(w + p + a * L), bv = load<T>(b + p + a * L);
+      for (int k = 0; k < K; ++k) m[k][a] = vmin<V>(load<T>(Gs[k] + p + a * L) * wv * vv[k] + bv, m[k][a]);
+    }
+  }
+  for (int k = 0; k < K; ++k) {
+    V mk = m[k][0];
+    for (int a = 1; a < A; ++a) mk = vmin<V>(m[k][a], mk);
+    T best = mk[0];
+    for (int i = 1; i < L; ++i) best = mk[i] < best ? mk[i] : best;
+    out[k] = best;
+  }
+}
+
+template <typename T>
+inline void row_min_n(int n, const T* const* Gs, const T* w, const T* b, const T* v, int64_t dpad, T* out) {
+  switch (n) {
+    case 1: row_min<T, 1>(Gs, w, b, v, dpad, out); break;
+    case 2: row_min<T, 2>(Gs, w, b, v, dpad, out); break;
+    case 3: row_min<T, 3>(Gs, w, b, v, dpad, out); break;
+    default: row_min<T, 4>(Gs, w, b, v, dpad, out); break;
+  }
+}
+
+constexpr int kGroup = 4;    // u per pass over a row's w and b
+constexpr int kBlockU = 32;  // u whose rows of G serve the whole tile of rows before moving on
+constexpr int kMaxTile = 64; // rows per tile (bounds the per-tile arrays)
+
+template <typename T> struct Choice {
+  T delta;
+  int64_t u, p;
+};
+
+// ------------------------------------------------------------------------------------------ per-row patterns
+// Best pair of each of the nr rows listed in rows[] (indices into w, c, keep: R x d). Gpad: d x dpad, zero
+// padding; wbuf, bbuf: nr x dpad scratch.
+template <typename T>
+void search_tile(const int64_t* rows, int64_t nr, const T* w, const T* c, const uint8_t* keep, const T* Gpad,
+                 const T* gdiag, int64_t d, int64_t dpad, T* wbuf, T* bbuf, Choice<T>* out) {
+  for (int64_t i = 0; i < nr; ++i) {
+    const T* wr = w + rows[i] * d;
+    const T* cr = c + rows[i] * d;
+    const uint8_t* kr = keep + rows[i] * d;
+    T* wi = wbuf + i * dpad;
+    T* bi = bbuf + i * dpad;
+    for (int64_t p = 0; p < d; ++p) {
+      const T wv = wr[p];
+      wi[p] = wv;
+      bi[p] = kr[p] ? inf<T>() : wv * (wv * gdiag[p] - T(2) * cr[p]);
+    }
+    for (int64_t p = d; p < dpad; ++p) {
+      wi[p] = T(0);
+      bi[p] = inf<T>();
+    }
+    out[i] = Choice<T>{inf<T>(), 0, 0};
+  }
+  for (int64_t u0 = 0; u0 < d; u0 += kBlockU) {
+    const int64_t u1 = u0 + kBlockU < d ? u0 + kBlockU : d;
+    for (int64_t i = 0; i < nr; ++i) {
+      const int64_t row = rows[i] * d;
+      int64_t kept[kBlockU];
+      int n = 0;
+      for (int64_t u = u0; u < u1; ++u) {  // the kept u of this block, ascending, without branches
+        kept[n] = u;
+        n += keep[row + u] != 0;
+      }
+      const T* wi = wbuf + i * dpad;
+      const T* b = bbuf + i * dpad;
+      for (int k0 = 0; k0 < n; k0 += kGroup) {
+        const int nk = n - k0 < kGroup ? n - k0 : kGroup;
+        const T* Gs[kGroup];
+        T au[kGroup], vu[kGroup], mins[kGroup];
+        for (int k = 0; k < nk; ++k) {
+          const int64_t u = kept[k0 + k];
+          const T wu = w[row + u];
+          Gs[k] = Gpad + u * dpad;
+          au[k] = wu * (T(2) * c[row + u] + wu * gdiag[u]);
+          vu[k] = T(-2) * wu;
+        }
+        row_min_n<T>(nk, Gs, wi, b, vu, dpad, mins);
+        for (int k = 0; k < nk; ++k) {  // ascending u
+          const T val = mins[k] + au[k];
+          if (val < out[i].delta) {  // strict: an earlier u keeps a tie
+            int64_t p = 0;
+            while (p < d && !(partial_score<T>(Gs[k][p], wi[p], vu[k], b[p]) + au[k] == val)) ++p;
+            out[i] = Choice<T>{val, kept[k0 + k], p};
+          }
+        }
+      }
+    }
+  }
+}
+
+// Accept the row's best swap if it lowers the row error by more than rtol (relative), as refine.py does:
+// ok = delta < -rtol * loss; then keep, c += w_u G[u] - w_p G[p], loss += delta (same roundings as torch).
+template <typename T>
+bool accept(int64_t r, const Choice<T>& ch, const T* w, T* c, uint8_t* keep, T* loss, const T* G, int64_t ldg,
+            int64_t d, double rtol, int64_t* swaps, int64_t* searches) {
+  searches[r] += 1;
+  if (!(ch.delta < T(-rtol) * loss[r])) return false;
+  const int64_t row = r * d;
+  keep[row + ch.u] = 0;
+  keep[row + ch.p] = 1;
+  const T wu = w[row + ch.u], wp = w[row + ch.p];
+  const T* Gu = G + ch.u * ldg;
+  const T* Gp = G + ch.p * ldg;
+  T* cr = c + row;
+  for (int64_t j = 0; j < d; ++j) cr[j] = cr[j] + (wu * Gu[j] - wp * Gp[j]);
+  loss[r] = loss[r] + ch.delta;
+  swaps[r] += 1;
+  return true;
+}
+
+template <typename T> struct TileScratch {
+  std::vector<T> w, b;
+  std::vector<Choice<T>> out;
+  std::vector<int64_t> rows;
+  TileScratch(int64_t tile, int64_t dpad)
+      : w(static_cast<size_t>(tile * dpad)), b(static_cast<size_t>(tile * dpad)), out(static_cast<size_t>(tile)),
+        rows(static_cast<size_t>(tile)) {}
+};
+
+template <typename T>
+void search_rows(const T* w, const T* c, const uint8_t* keep, const T* Gpad, const T* gdiag, int64_t R,
+                 int64_t d, int64_t dpad, int64_t tile, int nthreads, T* out_delta, int64_t* out_u,
+                 int64_t* out_p) {
+  tile = tile < 1 ? 1 : (tile > kMaxTile ? kMaxTile : tile);
+  const int64_t ntiles = (R + tile - 1) / tile;
+#pragma omp parallel num_threads(threads_for(nthreads, ntiles))
+  {
+    TileScratch<T> s(tile, dpad);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < ntiles; ++t) {
+      const int64_t r0 = t * tile, nr = (r0 + tile <= R ? tile : R - r0);
+      for (int64_t i = 0; i < nr; ++i) s.rows[i] = r0 + i;
+      search_tile<T>(s.rows.data(), nr, w, c, keep, Gpad, gdiag, d, dpad, s.w.data(), s.b.data(), s.out.data());
+      for (int64_t i = 0; i < nr; ++i) {
+        out_delta[r0 + i] = s.out[i].delta;
+        out_u[r0 + i] = s.out[i].u;
+        out_p[r0 + i] = s.out[i].p;
+      }
+    }
+  }
+}
+
+// Up to `iters` iterations of search + accept for the rows with active[r] != 0 (refine.py's loop between two
+// exact re-derivations of c). Tiles of rows advance together; a row whose best swap is rejected stops.
+template <typename T>
+void refine_rows(const T* w, T* c, uint8_t* keep, T* loss, const T* Gpad, const T* gdiag, int64_t R, int64_t d,
+                 int64_t dpad, int64_t tile, int64_t iters, double rtol, int nthreads, int64_t* swaps,
+                 int64_t* searches, uint8_t* active) {
+  tile = tile < 1 ? 1 : (tile > kMaxTile ? kMaxTile : tile);
+  const int64_t ntiles = (R + tile - 1) / tile;
+#pragma omp parallel num_threads(threads_for(nthreads, ntiles))
+  {
+    TileScratch<T> s(tile, dpad);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < ntiles; ++t) {
+      const int64_t r0 = t * tile, r1 = (r0 + tile <= R ? r0 + tile : R);
+      for (int64_t it = 0; it < iters; ++it) {
+        int64_t nr = 0;
+        for (int64_t r = r0; r < r1; ++r)
+          if (active[r]) s.rows[nr++] = r;
+        if (nr == 0) break;
+        search_tile<T>(s.rows.data(), nr, w, c, keep, Gpad, gdiag, d, dpad, s.w.data(), s.b.data(), s.out.data());
+        for (int64_t i = 0; i < nr; ++i) {
+          const int64_t r = s.rows[i];
+          if (!accept<T>(r, s.out[i], w, c, keep, loss, Gpad, dpad, d, rtol, swaps, searches)) active[r] = 0;
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- N:M patterns
+template <typename T> struct NMScratch {
+  std::vector<T> W, V, A, B;
+  NMScratch(int64_t m, int64_t nbp)
+      : W(static_cast<size_t>(m * nbp)), V(static_cast<size_t>(m * nbp)), A(static_cast<size_t>(m * nbp)),
+        B(static_cast<size_t>(m * nbp)) {}
+};
+
+// Lay the row out by position inside the block: W[i][k] = w[k*m + i], V = -2 W, A = a (+inf where pruned),
+// B = b (+inf where kept); lanes k >= nb are padding (scores +inf).
+template <typename T>
+void deinterleave(const T* wr, const T* cr, const uint8_t* kr, const T* gdiag, int64_t nb, int64_t m,
+                  int64_t nbp, NMScratch<T>& s) {
+  T *W = s.W.data(), *V = s.V.data(), *A = s.A.data(), *B = s.B.data();
+  for (int64_t k = 0; k < nb; ++k) {
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t x = k * m + i, y = i * nbp + k;
+      const T wv = wr[x], wg = wv * gdiag[x], c2 = T(2) * cr[x];
+      const bool kept = kr[x] != 0;
+      W[y] = wv;
+      V[y] = T(-2) * wv;
+      A[y] = kept ? wv * (c2 + wg) : inf<T>();
+      B[y] = kept ? inf<T>() : wv * (wg - c2);
+    }
+  }
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t k = nb; k < nbp; ++k) {
+      const int64_t y = i * nbp + k;
+      W[y] = V[y] = T(0);
+      A[y] = B[y] = inf<T>();
+    }
+}
+
+// The best pair over all blocks from the de-interleaved row: a vector of L blocks at a time, every (i, j)
+// position scored with the running best kept in registers; ties go to the lowest (block, i, j).
+template <typename T>
+Choice<T> scan_blocks(const T* GT, int64_t nb, int64_t m, int64_t nbp, const NMScratch<T>& s) {
+  using V = typename Vec<T>::type;
+  using IV = typename Vec<T>::itype;
+  using I = typename Vec<T>::ielem;
+  constexpr int L = lanes<T>();
+  const T *W = s.W.data(), *Vv = s.V.data(), *A = s.A.data(), *B = s.B.data();
+  Choice<T> best{inf<T>(), 0, 0};
+  for (int64_t k = 0; k < nbp; k += L) {
+    V bv = splat<T>(inf<T>());
+    IV bi = IV{};
+    for (int64_t i = 0; i < m; ++i) {
+      const V vi = load<T>(Vv + i * nbp + k), ai = load<T>(A + i * nbp + k);
+      for (int64_t j = 0; j < m; ++j) {
+        if (i == j) continue;  // u == p is never feasible (a_u finite means b_u = +inf)
+        const V sc = load<T>(GT + (i * m + j) * nbp + k) * load<T>(W + j * nbp + k) * vi + load<T>(B + j * nbp + k) + ai;
+        const IV better = sc < bv;  // strict: an earlier (i, j) keeps a tie
+        bv = better ? sc : bv;
+        bi = better ? (IV{} + I(i * m + j)) : bi;
+      }
+    }
+    for (int l = 0; l < L && k + l < nb; ++l)
+      if (bv[l] < best.delta) {  // strict: the lowest block keeps a tie
+        const int64_t blk = k + l, ij = int64_t(bi[l]);
+        best = Choice<T>{bv[l], blk * m + ij / m, blk * m + ij % m};
+      }
+  }
+  return best;
+}
+
+// One vector of L inputs (L / M whole blocks): lane x scores u = x against every p = J-th input of its block,
+// J ascending (the lane's partners are picked by an in-register shuffle); u == p scores +inf. Updates best
+// in ascending lane order, so ties go to the lowest u, then the lowest p.
+template <typename T, int M, size_t... Js>
+inline void scan_lanes(const T* w, const T* c, const uint8_t* k, const T* g, const T* Gj, int64_t ldg, int64_t x0,
+                       Choice<T>& best, std::index_sequence<Js...>) {
+  using V = typename Vec<T>::type;
+  using IV = typename Vec<T>::itype;
+  using I = typename Vec<T>::ielem;
+  constexpr int L = lanes<T>();
+  typename Vec<T>::btype kb;
+  std::memcpy(&kb, k, sizeof(kb));
+  const IV kept = __builtin_convertvector(kb, IV) != 0;
+  const V wv = load<T>(w), wg = wv * load<T>(g), c2 = splat<T>(T(2)) * load<T>(c), infv = splat<T>(inf<T>());
+  const V a = kept ? wv * (c2 + wg) : infv;
+  const V b = kept ? infv : wv * (wg - c2);
+  const V v = splat<T>(T(-2)) * wv;
+  V bv = infv;
+  IV bj = IV{};
+  auto step = [&](auto J) {
+    constexpr int j = decltype(J)::value;
+    const V sc = load<T>(Gj + j * ldg) * block_pick<T, M, j>(wv) * v + block_pick<T, M, j>(b) + a;
+    const IV better = sc < bv;  // strict: a lower p keeps a tie
+    bv = better ? sc : bv;
+    bj = better ? (IV{} + I(j)) : bj;
+  };
+  (step(std::integral_constant<int, int(Js)>{}), ...);
+  for (int l = 0; l < L; ++l)
+    if (bv[l] < best.delta) {  // strict: a lower u keeps a tie
+      const int64_t u = x0 + l;
+      best = Choice<T>{bv[l], u, u / M * M + int64_t(bj[l])};
+    }
+}
+
+// Best pair of one row when a block never straddles two vectors (L % M == 0). Gj: (M, ldg) with
+// Gj[j][x] = G[x, (x / M) * M + j], zero padding for x >= d.
+template <typename T, int M>
+Choice<T> scan_row_in_lanes(const T* wr, const T* cr, const uint8_t* kr, const T* gdiag, const T* Gj, int64_t d,
+                            int64_t ldg) {
+  constexpr int L = lanes<T>();
+  static_assert(L % M == 0, "a block must fit in one vector");
+  Choice<T> best{inf<T>(), 0, 0};
+  int64_t x0 = 0;
+  for (; x0 + L <= d; x0 += L)
+    scan_lanes<T, M>(wr + x0, cr + x0, kr + x0, gdiag + x0, Gj + x0, ldg, x0, best, std::make_index_sequence<M>{});
+  if (x0 < d) {  // the last, partial vector: padding lanes are pruned zeros (a = +inf, whole blocks)
+    T w[L] = {}, c[L] = {}, g[L] = {};
+    uint8_t k[L] = {};
+    for (int64_t x = x0; x < d; ++x) {
+      w[x - x0] = wr[x];
+      c[x - x0] = cr[x];
+      g[x - x0] = gdiag[x];
+      k[x - x0] = kr[x];
+    }
+    scan_lanes<T, M>(w, c, k, g, Gj + x0, ldg, x0, best, std::make_index_sequence<M>{});
+  }
+  return best;
+}
+
+// Best pair of row r inside its blocks of m. For m in {2, 4, 8}: GT is (m, nbp) as scan_row_in_lanes takes it
+// (nbp >= d); otherwise GT is (m, m, nbp), GT[i][j][k] = G[k*m + i, k*m + j], zero padding for k >= nb = d / m.
+template <typename T>
+Choice<T> search_nm_row(int64_t r, const T* w, const T* c, const uint8_t* keep, const T* GT, const T* gdiag,
+                        int64_t d, int64_t m, int64_t nbp, NMScratch<T>& s) {
+  const int64_t nb = d / m;
+  const T* wr = w + r * d;
+  const T* cr = c + r * d;
+  const uint8_t* kr = keep + r * d;
+  switch (m) {  // blocks inside one vector: no de-interleaving
+    case 2: return scan_row_in_lanes<T, 2>(wr, cr, kr, gdiag, GT, d, nbp);
+    case 4: return scan_row_in_lanes<T, 4>(wr, cr, kr, gdiag, GT, d, nbp);
+    case 8: return scan_row_in_lanes<T, 8>(wr, cr, kr, gdiag, GT, d, nbp);
+    default:
+      deinterleave<T>(wr, cr, kr, gdiag, nb, m, nbp, s);
+      return scan_blocks<T>(GT, nb, m, nbp, s);
+  }
+}
+
+template <typename T>
+void search_nm(const T* w, const T* c, const uint8_t* keep, const T* GT, const T* gdiag, int64_t R, int64_t d,
+               int64_t m, int64_t nbp, int nthreads, T* out_delta, int64_t* out_u, int64_t* out_p) {
+#pragma omp parallel num_threads(threads_for(nthreads, R))
+  {
+    NMScratch<T> s(m, nbp);
+#pragma omp for schedule(dynamic, 16)
+    for (int64_t r = 0; r < R; ++r) {
+      const Choice<T> ch = search_nm_row<T>(r, w, c, keep, GT, gdiag, d, m, nbp, s);
+      out_delta[r] = ch.delta;
+      out_u[r] = ch.u;
+      out_p[r] = ch.p;
+    }
+  }
+}
+
+// N:M counterpart of refine_rows; G: the full d x d matrix (its rows update c).
+template <typename T>
+void refine_nm(const T* w, T* c, uint8_t* keep, T* loss, const T* GT, const T* G, const T* gdiag, int64_t R,
+               int64_t d, int64_t m, int64_t nbp, int64_t iters, double rtol, int nthreads, int64_t* swaps,
+               int64_t* searches, uint8_t* active) {
+#pragma omp parallel num_threads(threads_for(nthreads, R))
+  {
+    NMScratch<T> s(m, nbp);
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t r = 0; r < R; ++r) {
+      for (int64_t it = 0; it < iters && active[r]; ++it) {
+        const Choice<T> ch = search_nm_row<T>(r, w, c, keep, GT, gdiag, d, m, nbp, s);
+        if (!accept<T>(r, ch, w, c, keep, loss, G, d, d, rtol, swaps, searches)) active[r] = 0;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+int swappass_cpu_abi_version() { return 3; }
+
+#define SWAPPASS_DEFINE(T, SFX)                                                                                  \
+  void swappass_search_rows_##SFX(const T* w, const T* c, const uint8_t* keep, const T* Gpad, const T* gdiag,    \
+                                  int64_t R, int64_t d, int64_t dpad, int64_t tile, int nthreads, T* delta,      \
+                                  int64_t* u, int64_t* p) {                                                      \
+    search_rows<T>(w, c, keep, Gpad, gdiag, R, d, dpad, tile, nthreads, delta, u, p);                           \
+  }                                                                                                              \
+  void swappass_search_nm_##SFX(const T* w, const T* c, const uint8_t* keep, const T* GT, const T* gdiag,        \
+                                int64_t R, int64_t d, int64_t m, int64_t nbp, int nthreads, T* delta, int64_t* u, \
+                                int64_t* p) {                                                                    \
+    search_nm<T>(w, c, keep, GT, gdiag, R, d, m, nbp, nthreads, delta, u, p);                                   \
+  }                                                                                                              \
+  void swappass_refine_rows_##SFX(const T* w, T* c, uint8_t* keep, T* loss, const T* Gpad, const T* gdiag,       \
+                                  int64_t R, int64_t d, int64_t dpad, int64_t tile, int64_t iters, double rtol,  \
+                                  int nthreads, int64_t* swaps, int64_t* searches, uint8_t* active) {            \
+    refine_rows<T>(w, c, keep, loss, Gpad, gdiag, R, d, dpad, tile, iters, rtol, nthreads, swaps, searches,     \
+                   active);                                                                                      \
+  }                                                                                                              \
+  void swappass_refine_nm_##SFX(const T* w, T* c, uint8_t* keep, T* loss, const T* GT, const T* G,               \
+                                const T* gdiag, int64_t R, int64_t d, int64_t m, int64_t nbp, int64_t iters,     \
+                                double rtol, int nthreads, int64_t* swaps, int64_t* searches, uint8_t* active) { \
+    refine_nm<T>(w, c, keep, loss, GT, G, gdiag, R, d, m, nbp, iters, rtol, nthreads, swaps, searches, active);  \
+  }
+
+SWAPPASS_DEFINE(float, f32)
+SWAPPASS_DEFINE(double, f64)
+
+}  // extern "C"
