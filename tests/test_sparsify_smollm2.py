@@ -1,9 +1,8 @@
 """The real SmolLM2-135M through sparsify with real WikiText-2 text (CI-sized; see the constants).
 
 Calibration: 8 windows × 128 tokens of WikiText-2 valid (seed 0). Evaluation: the first 4 windows × 256 tokens
-of WikiText-2 raw test. 2:4 runs on the whole model (210 Linear sites, 120 sequential levels); 60% per row runs
-on the first two decoder layers only (the plain torch swap search needs minutes per iteration for all 30 layers
-on two CPU cores; calibration then stops after layer 1). Each pattern also runs Wanda alone (``max_iters=0``).
+of WikiText-2 raw test. Both patterns run on the whole model (210 Linear sites, 120 sequential levels), with
+3 swap iterations, and also Wanda alone (``max_iters=0``).
 The perplexities are printed, not compared: how they compare is a benchmark's business.
 """
 import copy
@@ -20,8 +19,7 @@ pytestmark = pytest.mark.slow
 
 CALIB_SAMPLES, CALIB_SEQLEN = 8, 128
 EVAL_WINDOWS, EVAL_SEQLEN = 4, 256
-MAX_ITERS = 2
-ROW_TARGETS = [r"re:model\.layers\.[01]\."]
+MAX_ITERS = 3
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +33,9 @@ def smollm2():
     return model, calib, windows, dense
 
 
-def prune(model, calib, pattern, max_iters, targets=None):
+def prune(model, calib, pattern, max_iters):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    model, report = sp.sparsify(model, calib, pattern=pattern, max_iters=max_iters, targets=targets, progress=False)
+    model, report = sp.sparsify(model, calib, pattern=pattern, max_iters=max_iters, progress=False)
     params = dict(model.named_parameters())
     for rec in report.pruned_weights():
         rec.check()  # the pattern holds exactly
@@ -45,6 +43,8 @@ def prune(model, calib, pattern, max_iters, targets=None):
     for row in report.pruned:
         assert row.loss_final <= row.loss_warm * (1 + 1e-6), row.name
         assert row.tokens == CALIB_SAMPLES * CALIB_SEQLEN
+    assert len(report.pruned) == 30 * 7 and report.settings["levels"] == 120
+    assert report["lm_head"].status == "ignored"
     return report
 
 
@@ -62,7 +62,6 @@ def test_smollm2_2_4(smollm2, capsys):
     model, calib, windows, dense = smollm2
     wanda = copy.deepcopy(model)
     wanda_report = prune(wanda, calib, "2:4", 0)
-    assert len(wanda_report.pruned) == 30 * 7 and wanda_report.settings["levels"] == 120
     swapped = copy.deepcopy(model)
     report = prune(swapped, calib, "2:4", MAX_ITERS)
     assert all(r.swaps == 0 and r.loss_final == r.loss_warm for r in wanda_report.pruned)
@@ -79,14 +78,13 @@ def test_smollm2_2_4(smollm2, capsys):
 def test_smollm2_row_60(smollm2, capsys):
     model, calib, windows, dense = smollm2
     wanda = copy.deepcopy(model)
-    wanda_report = prune(wanda, calib, "0.6", 0, ROW_TARGETS)
+    prune(wanda, calib, "0.6", 0)
     swapped = copy.deepcopy(model)
-    report = prune(swapped, calib, "0.6", MAX_ITERS, ROW_TARGETS)
-    assert len(report.pruned) == 14 and report.settings["levels"] == 8
+    report = prune(swapped, calib, "0.6", MAX_ITERS)
     for row in report.pruned:
         assert row.sparsity == pytest.approx(1 - round(row.shape[1] * 0.4) / row.shape[1])
     assert report.mean_relative_reduction > 0
     wanda_ppl = evaluate.perplexity(wanda, windows, progress=False)
     swap_ppl = evaluate.perplexity(swapped, windows, progress=False)
     assert math.isfinite(wanda_ppl) and math.isfinite(swap_ppl)
-    compare(capsys, "60% per row (layers 0 and 1)", dense, wanda_ppl, swap_ppl, report)
+    compare(capsys, "60% per row", dense, wanda_ppl, swap_ppl, report)
