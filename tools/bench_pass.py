@@ -78,7 +78,7 @@ def main() -> None:
     t_pass = time.perf_counter() - t1
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
     rows = report.to_dict()["sites"] if hasattr(report, "to_dict") else json.loads(report.to_json())["sites"]
-    t_prune = sum(r.get("time_s", r.get("time", 0.0)) or 0.0 for r in rows)
+    t_prune = sum(r.get("seconds", r.get("time_s", 0.0)) or 0.0 for r in rows)
     result = dict(build_s=t_build, pass_s=t_pass, prune_s=t_prune, calibrate_and_capture_s=t_pass - t_prune,
                   peak_gib=peak, sites=len(rows),
                   mean_reduction=sum(r.get("relative_reduction", 0.0) or 0.0 for r in rows) / max(len(rows), 1))
