@@ -127,6 +127,15 @@ def _hub_text(spec: str, max_chars: int) -> str:
     return "\n\n".join(texts)
 
 
+def _cache_argument(model: nn.Module) -> str:
+    """The KV-cache keyword of the model's forward (and output field): ``cache`` (transformers ≥ 5.2x) or
+    ``past_key_values``."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 @torch.no_grad()
 def sample_sequences(
     model: nn.Module,
@@ -153,6 +162,7 @@ def sample_sequences(
     gen = torch.Generator().manual_seed(seed)
     first = candidates[torch.randint(len(candidates), (nsamples,), generator=gen)]
     device = next(model.parameters()).device
+    cache_arg = _cache_argument(model)
     was_training = model.training
     model.eval()
     out: list[torch.Tensor] = []
@@ -165,7 +175,7 @@ def sample_sequences(
             past, step_in = None, ids
             for _ in range(seqlen - 1):
                 try:
-                    res = model(input_ids=step_in.to(device), past_key_values=past, use_cache=True)
+                    res = model(input_ids=step_in.to(device), use_cache=True, **{cache_arg: past})
                 except TypeError as exc:
                     raise CalibrationError(
                         f"calibration 'self' needs a causal LM with a KV cache ({type(model).__name__}: {exc})"
@@ -173,7 +183,7 @@ def sample_sequences(
                 logits = getattr(res, "logits", None)
                 if logits is None or logits.dim() != 3:
                     raise CalibrationError(f"calibration 'self' needs a causal LM; {type(model).__name__} gives no logits")
-                past = res.past_key_values
+                past = getattr(res, cache_arg, None)
                 probs = torch.softmax(logits[:, -1, :vocab].double().cpu(), dim=-1)
                 step_in = torch.multinomial(probs, 1, generator=gen)
                 ids = torch.cat([ids, step_in], dim=1)

@@ -74,6 +74,9 @@ def perplexity(
     return float(math.exp(window_nlls(model, windows, batch_size=batch_size, device=device, progress=progress).mean()))
 
 
+_POSITIONS_PER_CHUNK = 256
+
+
 @dataclass
 class ModelComparison:
     """A model against a reference on the same windows; every next-token position counts once.
@@ -129,19 +132,28 @@ def compare_models(
     try:
         for i in tqdm(range(0, len(rows), batch_size), desc="compare", unit="batch", disable=not progress):
             ids = torch.stack(rows[i : i + batch_size])
-            logp = F.log_softmax(_logits(model, ids.to(dev))[:, :-1].float(), dim=-1).cpu()
-            ref_logp = F.log_softmax(_logits(reference, ids.to(ref_dev))[:, :-1].float(), dim=-1).cpu()
-            if logp.shape != ref_logp.shape:
+            logits = _logits(model, ids.to(dev))[:, :-1].float().cpu()
+            ref_logits = _logits(reference, ids.to(ref_dev))[:, :-1].float().cpu()
+            if logits.shape != ref_logits.shape:
                 raise ValueError(
-                    f"the models' vocabularies differ (logits {tuple(logp.shape)} vs reference "
-                    f"{tuple(ref_logp.shape)}): compare models that share a tokenizer"
+                    f"the models' vocabularies differ (logits {tuple(logits.shape)} vs reference "
+                    f"{tuple(ref_logits.shape)}): compare models that share a tokenizer"
                 )
-            target = ids[:, 1:].unsqueeze(-1)
-            nlls.append(-logp.gather(-1, target).squeeze(-1).double().mean(dim=1))
-            ref_nlls.append(-ref_logp.gather(-1, target).squeeze(-1).double().mean(dim=1))
-            kl = torch.where(ref_logp.isneginf(), 0.0, ref_logp.exp() * (ref_logp - logp))  # 0·log 0 = 0
-            kl_sum += float(kl.sum(dim=-1).double().sum())
-            agree += int((logp.argmax(-1) == ref_logp.argmax(-1)).sum())
+            target = ids[:, 1:].cpu()
+            nll = torch.zeros(ids.shape[0], dtype=torch.float64)
+            ref_nll = torch.zeros_like(nll)
+            for p0 in range(0, target.shape[1], _POSITIONS_PER_CHUNK):  # float64 in chunks: small KLs stay exact
+                pos = slice(p0, p0 + _POSITIONS_PER_CHUNK)
+                logp = F.log_softmax(logits[:, pos].double(), dim=-1)
+                ref_logp = F.log_softmax(ref_logits[:, pos].double(), dim=-1)
+                t = target[:, pos].unsqueeze(-1)
+                nll -= logp.gather(-1, t).squeeze(-1).sum(dim=1)
+                ref_nll -= ref_logp.gather(-1, t).squeeze(-1).sum(dim=1)
+                kl = torch.where(ref_logp.isneginf(), 0.0, ref_logp.exp() * (ref_logp - logp))  # 0·log 0 = 0
+                kl_sum += float(kl.sum())
+                agree += int((logp.argmax(-1) == ref_logp.argmax(-1)).sum())
+            nlls.append(nll / target.shape[1])
+            ref_nlls.append(ref_nll / target.shape[1])
             count += target.numel()
     finally:
         model.train(modes[0])
