@@ -67,11 +67,18 @@ def _load_gguf(path: Path, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+        gguf_model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     except ImportError as exc:
         raise ModelLoadError(f"loading {path.name} needs the `gguf` package: pip install 'swappass[gguf]' ({exc})") from exc
-    return model, tokenizer
+    # The weights are de-quantized already; a plain model of the same config holds them without the GGUF
+    # quantizer, so that save_pretrained works and the saved directory loads without `gguf`.
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.load_state_dict(gguf_model.state_dict())
+    return model.eval(), tokenizer
 
 
 def smollm2_dir() -> Path:
@@ -79,14 +86,7 @@ def smollm2_dir() -> Path:
     out = cache_dir() / "smollm2" / "hf"
     if (out / "config.json").exists() and (out / "tokenizer_config.json").exists():
         return out
-    from transformers import AutoModelForCausalLM
-
-    gguf_model, tokenizer = _load_gguf(fetch_smollm2(), torch.float32)
-    config = gguf_model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config  # the weights are already de-quantized to float32
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(gguf_model.state_dict())
+    model, tokenizer = _load_gguf(fetch_smollm2(), torch.float32)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix="hf-"))
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)

@@ -489,3 +489,21 @@ def test_python_dash_m_entry_point_and_help(tmp_path):
     res = subprocess.run([sys.executable, "-m", "swappass", "prune", "x", "--out", "o", "--pattern", "3:2",
                           "--calib", "self"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert res.returncode == 2 and "--pattern '3:2'" in res.stderr and not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------------------------ real model
+@pytest.mark.slow
+def test_gguf_file_prunes_saves_and_reloads_without_gguf(tmp_path):
+    from swappass.models import fetch_smollm2
+
+    gguf = fetch_smollm2()
+    out = tmp_path / "out"
+    assert prune(gguf, "--out", out, "--targets", r"re:model\.layers\.0\.self_attn\.", "--calib", "self",
+                 "--nsamples", "2", "--seqlen", "16", "--iters", "1", "--no-progress") == 0
+    config = json.loads((out / "config.json").read_text())
+    assert "quantization_config" not in config  # a plain float checkpoint: loads without the gguf package
+    model = transformers.AutoModelForCausalLM.from_pretrained(out)
+    masks = load_masks(out / MASKS_FILE)
+    assert len(masks) == 4
+    for name, rec in masks.items():
+        assert not dict(model.named_parameters())[name][~rec.mask].any()
