@@ -20,6 +20,15 @@ __all__ = [
 EXIT_OK, EXIT_FAILED_CHECK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: …)`` only for options whose default is a value (not None / False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _split_selectors(values: Sequence[str] | None) -> list[str] | None:
     """``--targets a,b --targets c`` -> ``["a", "b", "c"]`` (a ``re:`` selector is kept whole)."""
     if values is None:
@@ -41,7 +50,7 @@ def add_prune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         "swappass_masks.safetensors, swappass.json with the recipe and the per-site report). Interrupted runs "
         "resume: run the same command again. Exit status: 0 done, 1 ONNX verification failed, 2 bad input, "
         "130 interrupted.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("model", help="Hugging Face model directory, .gguf file, hub id, or the alias smollm2-135m")
     p.add_argument("--out", type=Path, required=True, help="output directory (new or empty, or this run's own)")
@@ -114,7 +123,7 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         "tokenized once, cut into non-overlapping windows of --seqlen tokens (remainder dropped), "
         "exp(mean over windows of the mean next-token cross-entropy). --compare adds the KL divergence "
         "KL(dense || model) per token and the top-1 agreement with the dense model.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("model", help="model directory (e.g. a swappass prune output), .gguf file, hub id or alias")
     p.add_argument("--text", default="wikitext2",
