@@ -269,7 +269,7 @@ def _record(opts: PruneOptions, argv: Sequence[str] | None, recipe: dict, report
         "options": options,
         "versions": _versions(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "seconds": seconds,
+        "seconds": seconds,  # this invocation's load, calibration data, pruning and saving
         "resumed_levels": resumed,
         "calibration": describe_source(opts.calib),
         "report": report.to_dict(),
@@ -319,9 +319,12 @@ def prune_to_dir(opts: PruneOptions, argv: Sequence[str] | None = None) -> Prune
 def _prune(opts: PruneOptions, argv, recipe: dict, run: RunDir, state: str, t0: float) -> tuple[PruneOutcome, dict]:
     """Load, calibrate, claim the directory, prune with per-level checkpoints, save; (outcome, swappass.json)."""
     ckpt = LevelCheckpoints(run.checkpoint_dir)
+    timings, t = {}, time.perf_counter()
     model, tokenizer = _load(opts, recipe["device"])
+    timings["load"], t = time.perf_counter() - t, time.perf_counter()
     torch.manual_seed(opts.seed)
     windows, cached = _calibration(opts, ckpt, model, tokenizer, resuming=state == "resume")
+    timings["calibration_data"], t = time.perf_counter() - t, time.perf_counter()
     existed = run.path.exists()
     state = run.claim(recipe, opts.overwrite)  # from here on the directory holds this run
     if not cached:
@@ -337,11 +340,14 @@ def _prune(opts: PruneOptions, argv, recipe: dict, run: RunDir, state: str, t0: 
             if not existed:
                 run.path.rmdir()
         raise
+    timings["sparsify"], t = time.perf_counter() - t, time.perf_counter()
     _say(f"saving to {opts.out}")
     model.save_pretrained(opts.out)
     tokenizer.save_pretrained(opts.out)
     save_masks(report.pruned_weights(), opts.out / MASKS_FILE)
+    timings["save"] = time.perf_counter() - t
     record = _record(opts, argv, recipe, report, len(resume), time.perf_counter() - t0)
+    record["timings"] = timings
     run.write_record(record)
     ckpt.remove()
     return PruneOutcome(opts.out, state, report, resumed_levels=len(resume)), record

@@ -497,8 +497,10 @@ def test_gguf_file_prunes_saves_and_reloads_without_gguf(tmp_path):
     from swappass.models import fetch_smollm2
 
     gguf = fetch_smollm2()
+    text = tmp_path / "corpus.txt"
+    text.write_text(corpus(400))
     out = tmp_path / "out"
-    assert prune(gguf, "--out", out, "--targets", r"re:model\.layers\.0\.self_attn\.", "--calib", "self",
+    assert prune(gguf, "--out", out, "--targets", r"re:model\.layers\.0\.self_attn\.", "--calib", text,
                  "--nsamples", "2", "--seqlen", "16", "--iters", "1", "--no-progress") == 0
     config = json.loads((out / "config.json").read_text())
     assert "quantization_config" not in config  # a plain float checkpoint: loads without the gguf package
