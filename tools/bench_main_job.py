@@ -77,7 +77,8 @@ def main() -> None:
     print("command:", shlex.join(argv))
     for threads in args.threads:
         res = run_once(argv, threads)
-        print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in res.items()}))
+        print(json.dumps({k: (round(v, 4 if k == "mean_reduction" else 2) if isinstance(v, float) else v)
+                          for k, v in res.items()}))
 
 
 if __name__ == "__main__":
