@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     cmp = evaluate.compare_models(pruned, dense, windows)
     print(f"{len(windows)} windows × {args.seqlen} tokens")
     print(f"perplexity: pruned {cmp.perplexity:.3f}, dense {cmp.reference_perplexity:.3f}")
-    print(f"KL(dense ‖ pruned) {cmp.kl:.4f} nats/token; top-1 agreement {100 * cmp.top1:.2f}% ({cmp.tokens} positions)")
+    print(f"KL(dense ‖ pruned) {cmp.kl:.4f} nats/token; "
+          f"top-1 agreement {100 * cmp.top1:.2f}% ({cmp.tokens} positions)")
 
 
 if __name__ == "__main__":

@@ -182,7 +182,9 @@ def sample_sequences(
                     ) from exc
                 logits = getattr(res, "logits", None)
                 if logits is None or logits.dim() != 3:
-                    raise CalibrationError(f"calibration 'self' needs a causal LM; {type(model).__name__} gives no logits")
+                    raise CalibrationError(
+                        f"calibration 'self' needs a causal LM; {type(model).__name__} gives no logits"
+                    )
                 past = getattr(res, cache_arg, None)
                 probs = torch.softmax(logits[:, -1, :vocab].double().cpu(), dim=-1)
                 step_in = torch.multinomial(probs, 1, generator=gen)

@@ -105,7 +105,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     import urllib.error
     import urllib.request
 
-    if any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+    offline_vars = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    if any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE") for v in offline_vars):
         return False
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     try:

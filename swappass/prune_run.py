@@ -31,7 +31,8 @@ from .report import SparsifyReport
 from .run_dir import RunDir, RunDirError
 
 __all__ = [
-    "PruneOptions", "PruneOutcome", "PruneInputError", "prune_to_dir", "resolve_device", "DTYPES", "REFINE_CHOICES", "REFIT_CHOICES",
+    "PruneOptions", "PruneOutcome", "PruneInputError", "prune_to_dir", "check_options", "resolve_device", "DTYPES",
+    "WARM_START_CHOICES", "REFINE_CHOICES", "REFIT_CHOICES",
     "ONNX_FILE", "PLOT_FILE",
 ]
 
@@ -127,7 +128,8 @@ def _calib_identity(spec: str) -> tuple[str, str | None]:
     path = Path(spec).expanduser()
     if not path.is_file():
         raise PruneInputError(
-            f"--calib {spec}: no such file. Use a text file, 'wikitext2', 'self' (data-free) or hf:NAME[:CONFIG[:SPLIT]]"
+            f"--calib {spec}: no such file. Use a text file, 'wikitext2', 'self' (data-free) or "
+            f"hf:NAME[:CONFIG[:SPLIT]]"
         )
     return str(path.resolve()), _file_sha256(path)
 
