@@ -277,6 +277,22 @@ def test_self_calibration_cli_run(tiny, tmp_path):
     assert all(r["tokens"] == 4 * 32 for r in record["report"]["sites"] if r["status"] == "pruned")
 
 
+def test_wikitext2_calibration_and_its_absence(tiny, tmp_path, monkeypatch, capsys):
+    from swappass import data
+    from swappass.models import load_model
+
+    _, tok = load_model(str(tiny[0]))
+    windows = calibration.calibration_set("wikitext2", tok, nsamples=2, seqlen=16, seed=0)
+    direct = data.calibration_windows(tok, data.wikitext2_path("valid"), nsamples=2, seqlen=16, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(windows, direct))
+
+    monkeypatch.setenv("SWAPPASS_DATA", str(tmp_path))  # a data directory without WikiText-2
+    out = tmp_path / "out"
+    assert prune(tiny[0], "--out", out, *SMALL) == cli.EXIT_BAD_INPUT  # --calib defaults to wikitext2
+    err = capsys.readouterr().err
+    assert "--calib wikitext2" in err and "--calib self" in err and not out.exists()
+
+
 def test_hub_dataset_calibration(monkeypatch, tiny):
     from swappass.models import load_model
 
@@ -428,6 +444,26 @@ def test_eval_bad_input(tiny, tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     assert cli.main(["eval", str(model_dir), "--text", str(text), "--max-windows", "0"]) == cli.EXIT_BAD_INPUT
     assert "--max-windows must be at least 1" in capsys.readouterr().err
+
+
+def test_failed_onnx_verification_exits_1_and_is_recorded(tiny, tmp_path, capsys, monkeypatch):
+    import swappass.pruned_dir as pruned_dir
+
+    model_dir, text = tiny
+    out = tmp_path / "out"
+    real = pruned_dir.export_pruned_dir
+
+    def export_with_a_tight_tolerance(model_dir, path, **kw):
+        return real(model_dir, path, atol=0.0, rtol=0.0, **kw)  # onnxruntime never matches PyTorch exactly
+
+    monkeypatch.setattr(pruned_dir, "export_pruned_dir", export_with_a_tight_tolerance)
+    assert prune(model_dir, "--out", out, "--calib", text, *SMALL, "--onnx") == cli.EXIT_FAILED_CHECK
+    assert "failed verification" in capsys.readouterr().err
+    record = json.loads((out / RUN_FILE).read_text())
+    assert record["onnx"]["passed"] is False and record["onnx"]["failures"]
+    monkeypatch.setattr(pruned_dir, "export_pruned_dir", real)  # the same command again exports again
+    assert prune(model_dir, "--out", out, "--calib", text, *SMALL, "--onnx") == 0
+    assert json.loads((out / RUN_FILE).read_text())["onnx"]["passed"] is True
 
 
 # ------------------------------------------------------------------------------------------------ refine / refit
