@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=5, help="configs carried from the first dim to the others")
     ap.add_argument("--variants", nargs="+", default=["tile_t", "tile_tp"])
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--best-env", type=Path, help="write the best tile_t config as SWAPPASS_TILE_T_CONFIG text")
     args = ap.parse_args()
     pattern = parse_pattern(args.pattern)
     out = []
@@ -98,6 +99,15 @@ def main() -> None:
                   f"{r['scores_per_s']:.3e} scores/s same={r['same']}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
+    if args.best_env:  # the tile_t configuration that was fastest over all dims, for SWAPPASS_TILE_T_CONFIG
+        score = {}
+        for r in out:
+            if r["variant"] in ("tile_t", "tile_tp") and r["same"]:
+                key = (*r["cfg"], int(r["variant"] == "tile_tp"))
+                score.setdefault(key, {})[r["d"]] = r["pairs_per_s"]
+        full = {k: sum(v.values()) for k, v in score.items() if len(v) == len(args.dims)}
+        if full:
+            args.best_env.write_text(",".join(map(str, max(full, key=full.get))))
 
 
 if __name__ == "__main__":

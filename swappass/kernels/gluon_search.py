@@ -9,6 +9,8 @@ broadcast and spreads p over lanes, which costs shuffles on every tile.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -28,6 +30,9 @@ DEFAULT_GLUON_CONFIG = (4, 4, 8, 8, 4, 2, 2)
 DEFAULT_ACC_CONFIG = (4, 4, 4, 8, 4, 2, 2)
 DEFAULT_T_CONFIG = (4, 8, 8, 8, 4, 2, 2)  # best of tools/tune_triton.py on an H100 (docs/BENCHMARKS.md)
 DEFAULT_T_PREFETCH = False
+if os.environ.get("SWAPPASS_TILE_T_CONFIG"):  # "RT,UT,BP,TR,TU,WR,WU[,prefetch]" from a tile sweep on another card
+    _cfg = [int(x) for x in os.environ["SWAPPASS_TILE_T_CONFIG"].split(",")]
+    DEFAULT_T_CONFIG, DEFAULT_T_PREFETCH = tuple(_cfg[:7]), bool(_cfg[7]) if len(_cfg) > 7 else False
 
 
 @gluon.jit
