@@ -28,8 +28,8 @@ INF = gl.constexpr(float("inf"))
 # warps over rows / candidates. Tile = (RT·TR·WR rows) × (UT·TU·WU candidates u), streamed over p.
 DEFAULT_GLUON_CONFIG = (4, 4, 8, 8, 4, 2, 2)
 DEFAULT_ACC_CONFIG = (4, 4, 4, 8, 4, 2, 2)
-DEFAULT_T_CONFIG = (4, 8, 8, 8, 4, 2, 2)  # best of tools/tune_triton.py on an H100 (docs/BENCHMARKS.md)
-DEFAULT_T_PREFETCH = False
+DEFAULT_T_CONFIG = (4, 8, 8, 8, 4, 1, 4)  # best of tools/tune_triton.py on an H100 (docs/BENCHMARKS.md)
+DEFAULT_T_PREFETCH = True
 if os.environ.get("SWAPPASS_TILE_T_CONFIG"):  # "RT,UT,BP,TR,TU,WR,WU[,prefetch]" from a tile sweep on another card
     _cfg = [int(x) for x in os.environ["SWAPPASS_TILE_T_CONFIG"].split(",")]
     DEFAULT_T_CONFIG, DEFAULT_T_PREFETCH = tuple(_cfg[:7]), bool(_cfg[7]) if len(_cfg) > 7 else False
