@@ -10,10 +10,10 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,driver_version 
 python3 -c "import torch, triton, transformers, onnxruntime; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__, 'onnxruntime', onnxruntime.__version__)"
 python3 -m pytest -q -p no:cacheprovider -m "not slow" tests/test_kernels_triton.py tests/test_refine.py \
     tests/test_graph_pass.py tests/test_export.py 2>&1 | tee "$OUT/pytest.txt" | tail -5
-python3 tools/tune_triton.py --dims 4096 14336 --variants tile_t tile_tp --json "$OUT/tune.json" \
+python3 tools/tune_triton.py --dims 4096 14336 --variants gluon-p gluon --json "$OUT/tune.json" \
     --best-env "$OUT/best_config.txt" > "$OUT/tune.txt" 2>&1
 grep -E "failed|same=False" "$OUT/tune.txt"; sed -n '/top configurations/,$p' "$OUT/tune.txt"
-export SWAPPASS_TILE_T_CONFIG=$(cat "$OUT/best_config.txt"); echo "SWAPPASS_TILE_T_CONFIG=$SWAPPASS_TILE_T_CONFIG"
+export SWAPPASS_GLUON_CONFIG=$(cat "$OUT/best_config.txt"); echo "SWAPPASS_GLUON_CONFIG=$SWAPPASS_GLUON_CONFIG"
 python3 tools/bench_swap.py --device cuda --shapes llama3-8b --naive-rows 16 --torch-rows 64 \
     --json "$OUT/bench_swap_llama.json" > "$OUT/bench_swap.txt" 2>&1
 tail -24 "$OUT/bench_swap.txt"
