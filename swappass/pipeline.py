@@ -11,9 +11,11 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -30,7 +32,22 @@ from .prune import check_prune_options, prune_weights
 from .kernels import available_backends
 from .report import SiteReport, SparsifyReport
 
-__all__ = ["PreparedModel", "prepare", "convert", "sparsify"]
+__all__ = ["PreparedModel", "prepare", "convert", "sparsify", "LevelState"]
+
+
+@dataclass
+class LevelState:
+    """What one finished level of the sequential pass produced, enough to redo it without pruning again.
+
+    ``rows``: the report rows of the level's sites (status, losses, masks). ``weights``: parameter name ->
+    the stored tensor after pruning, only for sites whose kept values the method changed (refit); a site absent
+    here is its original weight with the mask applied. ``settings``: report settings known at that point.
+    """
+
+    level: int
+    rows: list[SiteReport]
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 class PreparedModel:
@@ -322,6 +339,8 @@ def sparsify(
     observer: ObserverFactory | None = None,
     method: str = "auto",
     progress: bool = True,
+    checkpoint: Callable[[LevelState], None] | None = None,
+    resume: Sequence[LevelState] = (),
 ) -> tuple[nn.Module, SparsifyReport]:
     """Prune the Linear layers of ``model`` in place: warm start, mask refinement (exact 1-swaps), optional refit.
 
@@ -351,6 +370,11 @@ def sparsify(
         observer: custom observer factory (see :mod:`swappass.graph.observers`).
         method: capture method (``"auto"``, ``"export"``, ``"symbolic_trace"``).
         progress: show tqdm progress bars (levels, calibration items, sites).
+        checkpoint: called with a :class:`LevelState` after each level is pruned (e.g. to save it to disk).
+        resume: the states of the first levels of an earlier, interrupted run with the same model, calibration
+            data and options: those levels are not pruned again; their weights are restored and, where later
+            levels need them, their activations recomputed through the restored weights. The result is the
+            same as an uninterrupted run.
 
     Returns ``(model, report)``. Raises ``ValueError`` for an empty calibration set,
     :class:`swappass.NonFiniteActivationError` (naming the sites) for NaN/Inf activations and
@@ -385,7 +409,8 @@ def sparsify(
                 f"separately; cut them to one length (e.g. swappass.data.calibration_windows) to save time",
                 stacklevel=2,
             )
-        _calibrate_and_convert(prepared, calls, dev, warm_start, max_iters, backend, device, progress)
+        _calibrate_and_convert(prepared, calls, dev, warm_start, max_iters, backend, device, progress,
+                               checkpoint, list(resume))
         prepared.remove_observers()
     finally:
         model.train(was_training)
@@ -432,18 +457,31 @@ def _calibrate_and_convert(
     backend: str,
     device: torch.device | str | None,
     progress: bool,
+    checkpoint: Callable[[LevelState], None] | None = None,
+    resume: Sequence[LevelState] = (),
 ) -> None:
-    """Stage by stage over all calibration items, pruning each level's groups right after its stage."""
+    """Stage by stage over all calibration items, pruning each level's groups right after its stage.
+
+    The first ``len(resume)`` levels are restored from ``resume`` instead of pruned; their stages run only if a
+    later level still has to be calibrated.
+    """
     work = []  # (plan, per-item cache or the call itself until stage 0 turns it into one)
     for args, kwargs in calls:
         graph = prepared.graph_for(args, kwargs)
         work.append([graph, (args, kwargs)])
     n_levels = prepared.num_levels
     groups = prepared.groups
+    _check_resume(resume, groups, n_levels)
+    done = len(resume)
     level_bar = tqdm(range(n_levels), desc="swappass levels", unit="level", disable=not progress or n_levels < 2)
     for k in level_bar:
-        for i, item in enumerate(tqdm(work, desc=f"calibrate level {k}", unit="item", leave=False,
-                                      disable=not progress)):
+        level_groups = [g for g in groups if g.level == k]
+        if k < done and done == n_levels:  # nothing left to calibrate: restore only
+            _restore_level(prepared, level_groups, resume[k])
+            continue
+        replay = k < done
+        for i, item in enumerate(tqdm(work, desc=f"{'replay' if replay else 'calibrate'} level {k}", unit="item",
+                                      leave=False, disable=not progress)):
             graph, state = item
             plan = graph.plan()
             if k == 0:
@@ -455,6 +493,63 @@ def _calibrate_and_convert(
             except NonFiniteActivationError as exc:
                 raise NonFiniteActivationError(f"{exc} [calibration item {i}, level {k}]") from exc
             item[1] = state
-        level_groups = [g for g in groups if g.level == k]
+        if replay:
+            _restore_level(prepared, level_groups, resume[k])
+            continue
+        before = {s.name: s.weight.detach().clone() for g in level_groups for s in g.sites}
         _convert_groups(prepared, level_groups, warm_start, max_iters, backend, device, progress,
                         desc=f"prune level {k}")
+        if checkpoint is not None:
+            checkpoint(_level_state(prepared, k, level_groups, before))
+
+
+def _level_state(
+    prepared: PreparedModel, level: int, groups: Sequence[GramGroup], before: dict[str, torch.Tensor]
+) -> LevelState:
+    """The state of a level just pruned; ``before``: the sites' stored weights before pruning."""
+    rows, weights = [], {}
+    for s in (s for g in groups for s in g.sites):
+        row = prepared._rows[s.name]
+        rows.append(dataclasses.replace(row))
+        masked = before[s.name].masked_fill(~row.mask().to(before[s.name].device), 0)
+        if not torch.equal(s.weight.detach(), masked):  # the method changed kept values: keep them
+            weights[s.param_name] = s.weight.detach().to("cpu", copy=True)
+    settings = {k: v for k, v in prepared.report.settings.items() if k == "backend"}
+    return LevelState(level, rows, weights, settings)
+
+
+def _check_resume(resume: Sequence[LevelState], groups: Sequence[GramGroup], n_levels: int) -> None:
+    if len(resume) > n_levels:
+        raise ValueError(f"resume holds {len(resume)} levels but the model has {n_levels}: it is from another model")
+    for k, state in enumerate(resume):
+        expected = [s.name for g in groups if g.level == k for s in g.sites]
+        saved = [r.name for r in state.rows]
+        if state.level != k or saved != expected:
+            raise ValueError(
+                f"resume state {k} (level {state.level}: {saved[:3]}…) does not match level {k} of this model "
+                f"({expected[:3]}…): it is from another model, pattern or site selection"
+            )
+
+
+@torch.no_grad()
+def _restore_level(prepared: PreparedModel, groups: Sequence[GramGroup], state: LevelState) -> None:
+    """Write a finished level's weights and report rows back, as if it had just been pruned."""
+    saved = {r.name: r for r in state.rows}
+    for group in groups:
+        for site in group.sites:
+            row = saved[site.name]
+            mask = row.mask()
+            if mask is None or tuple(mask.shape) != tuple(site.weight.shape):
+                raise ValueError(f"resume state for {site.name} has no mask of shape {tuple(site.weight.shape)}")
+            param = site.weight
+            if site.param_name in state.weights:
+                param.copy_(state.weights[site.param_name].to(device=param.device, dtype=param.dtype))
+            else:
+                param.masked_fill_(~mask.to(param.device), 0)
+            target = prepared._rows[site.name]
+            for f in dataclasses.fields(SiteReport):
+                setattr(target, f.name, getattr(row, f.name))
+        prepared.observers[group.key].release()
+        prepared.converted.add(group.key)
+    for key, value in state.settings.items():
+        prepared.report.settings.setdefault(key, value)

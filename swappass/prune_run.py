@@ -1,0 +1,399 @@
+"""The ``swappass prune`` job: load a model, calibrate, prune (resumably), save, report, plot, export.
+
+:func:`prune_to_dir` runs the steps in order; the command line (:mod:`swappass.cli`) only parses options.
+
+    outcome = prune_to_dir(PruneOptions(model="smollm2-135m", out=Path("out"), pattern="2:4", calib="self"))
+
+The output directory (see :mod:`swappass.run_dir`) receives a ``save_pretrained`` model with its tokenizer,
+``swappass_masks.safetensors`` (bit-packed masks, :func:`swappass.masks.save_masks`), ``swappass.json`` (the
+recipe, command line, versions and per-site report), and on request ``reduction.png`` and ``model.onnx``.
+While the run works, ``.swappass-checkpoint/`` holds the calibration tokens and one file per finished level;
+the same command started again continues from there and gives the same result.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .calibration import HF_PREFIX, CalibrationError, calibration_set, describe_source
+from .checkpoint import LevelCheckpoints
+from .masks import MASKS_FILE, save_masks
+from .patterns import parse_pattern
+from .report import SparsifyReport
+from .run_dir import RunDir, RunDirError
+
+__all__ = [
+    "PruneOptions", "PruneOutcome", "PruneInputError", "prune_to_dir", "resolve_device", "DTYPES", "REFINE_CHOICES", "REFIT_CHOICES",
+    "ONNX_FILE", "PLOT_FILE",
+]
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+WARM_START_CHOICES = ("wanda", "magnitude", "ria", "sparsegpt")
+REFINE_CHOICES = ("swaps", "dsnot", "none")  # default first
+REFIT_CHOICES = ("none", "lstsq", "sparsegpt")  # default first
+ONNX_FILE = "model.onnx"
+PLOT_FILE = "reduction.png"
+RECORD_FORMAT = 1
+
+
+class PruneInputError(ValueError):
+    """An option, the model, the calibration data or the output directory cannot be used (exit status 2)."""
+
+
+@dataclass
+class PruneOptions:
+    """Everything ``swappass prune`` takes; see ``swappass prune --help`` for each."""
+
+    model: str
+    out: Path
+    pattern: str = "0.6"
+    warm_start: str = "wanda"
+    iters: int = 100
+    calib: str = "wikitext2"
+    nsamples: int = 128
+    seqlen: int = 2048
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    batch_size: int = 1
+    targets: list[str] | None = None
+    ignore: list[str] = field(default_factory=list)
+    refine: str = "swaps"
+    refit: str = "none"
+    onnx: bool = False
+    plot: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass
+class PruneOutcome:
+    """What the job did: the directory, how it started (``new``/``resume``/``complete``), the report, the ONNX
+    verification (None without ``--onnx``) and the plot path."""
+
+    out: Path
+    state: str
+    report: SparsifyReport
+    resumed_levels: int = 0
+    onnx_passed: bool | None = None
+    plot: Path | None = None
+
+
+# ------------------------------------------------------------------------------------------------ options
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` if available else ``cpu``; checks that the device exists (raises PruneInputError)."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise PruneInputError(f"--device {name!r} is not a device (use auto, cpu, cuda, cuda:1 …)") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PruneInputError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return str(dev)
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _calib_identity(spec: str) -> tuple[str, str | None]:
+    """(the spec as recorded, the text's SHA-256 for files) — raises for a missing file."""
+    if spec in ("self", "wikitext2") or spec.startswith(HF_PREFIX):
+        if spec == "wikitext2":
+            from . import data
+
+            try:
+                path = data.wikitext2_path("valid")
+            except data.DataNotFoundError as exc:
+                raise PruneInputError(
+                    f"--calib wikitext2: {exc}. Pass a text file (--calib FILE.txt), --calib self (data-free: "
+                    f"samples from the model) or a hub dataset (--calib hf:NAME[:CONFIG[:SPLIT]])"
+                ) from exc
+            return spec, _file_sha256(path)
+        return spec, None
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise PruneInputError(
+            f"--calib {spec}: no such file. Use a text file, 'wikitext2', 'self' (data-free) or hf:NAME[:CONFIG[:SPLIT]]"
+        )
+    return str(path.resolve()), _file_sha256(path)
+
+
+def _model_identity(spec: str) -> str:
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
+
+
+def _sparsify_extras(opts: PruneOptions) -> dict[str, Any]:
+    """``refine`` / ``refit`` for :func:`swappass.sparsify`, only when not the default (older builds lack them)."""
+    from .pipeline import sparsify
+
+    extras: dict[str, Any] = {}
+    if opts.refine != REFINE_CHOICES[0]:
+        extras["refine"] = opts.refine
+    if opts.refit != REFIT_CHOICES[0]:
+        extras["refit"] = opts.refit
+    params = inspect.signature(sparsify).parameters
+    missing = [k for k in extras if k not in params]
+    if missing:
+        raise PruneInputError(
+            f"--{missing[0]} {extras[missing[0]]}: this swappass build's sparsify() has no {missing[0]!r} option yet"
+        )
+    return extras
+
+
+def check_options(opts: PruneOptions) -> dict[str, Any]:
+    """Validate the options before any work; returns the run's recipe (what decides the result)."""
+    try:
+        pattern = parse_pattern(opts.pattern)
+    except (ValueError, TypeError) as exc:
+        raise PruneInputError(f"--pattern {opts.pattern!r}: {exc}") from exc
+    if opts.warm_start not in WARM_START_CHOICES:
+        raise PruneInputError(f"--warm-start {opts.warm_start!r}: choose one of {', '.join(WARM_START_CHOICES)}")
+    if opts.refine not in REFINE_CHOICES or opts.refit not in REFIT_CHOICES:
+        raise PruneInputError(f"--refine must be one of {REFINE_CHOICES} and --refit one of {REFIT_CHOICES}")
+    for flag, value, low in (("--nsamples", opts.nsamples, 1), ("--seqlen", opts.seqlen, 2),
+                             ("--iters", opts.iters, 0), ("--batch-size", opts.batch_size, 1)):
+        if value < low:
+            raise PruneInputError(f"{flag} must be at least {low}, got {value}")
+    if opts.dtype not in DTYPES:
+        raise PruneInputError(f"--dtype {opts.dtype!r}: choose one of {', '.join(DTYPES)}")
+    device = resolve_device(opts.device)
+    if opts.plot:
+        from .plot import PlotError, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except PlotError as exc:
+            raise PruneInputError(f"--plot: {exc}") from exc
+    _sparsify_extras(opts)
+    calib, calib_sha = _calib_identity(opts.calib)
+    return {
+        "model": _model_identity(opts.model),
+        "pattern": str(pattern),
+        "warm_start": opts.warm_start,
+        "iters": opts.iters,
+        "refine": opts.refine,
+        "refit": opts.refit,
+        "calib": calib,
+        "calib_sha256": calib_sha,
+        "nsamples": opts.nsamples,
+        "seqlen": opts.seqlen,
+        "seed": opts.seed,
+        "batch_size": opts.batch_size,
+        "device": device,
+        "dtype": opts.dtype,
+        "targets": list(opts.targets) if opts.targets is not None else None,
+        "ignore": list(opts.ignore),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ the job
+def _say(message: str) -> None:
+    print(f"swappass: {message}", file=sys.stderr, flush=True)
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    from . import __version__
+
+    return {
+        "swappass": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+        "python": platform.python_version(), "platform": platform.platform(),
+    }
+
+
+def _ignore_list(model: torch.nn.Module, extra: Sequence[str]) -> list[str] | None:
+    """The CLI's ``--ignore`` adds to the defaults: ``lm_head`` and the model's output projection stay dense."""
+    if not extra:
+        return None
+    from .graph.sites import DEFAULT_IGNORE
+
+    names = list(DEFAULT_IGNORE)
+    get = getattr(model, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    if head is not None:
+        names += [n for n, m in model.named_modules() if m is head and n and n not in names]
+    return names + [s for s in extra if s not in names]
+
+
+def _load(opts: PruneOptions, device: str):
+    from .models import ModelLoadError, load_model
+
+    _say(f"loading {opts.model} ({opts.dtype})")
+    try:
+        return load_model(opts.model, dtype=DTYPES[opts.dtype], device=device)
+    except ModelLoadError as exc:
+        raise PruneInputError(str(exc)) from exc
+
+
+def _calibration(opts: PruneOptions, ckpt: LevelCheckpoints, model, tokenizer, resuming: bool) -> tuple[list, bool]:
+    """(the calibration windows, whether they came from the checkpoint)."""
+    cached = ckpt.load_calibration() if resuming else None
+    if cached is not None and len(cached) == opts.nsamples and cached[0].shape[-1] == opts.seqlen:
+        _say(f"calibration: {len(cached)} × {opts.seqlen} tokens from the checkpoint")
+        return cached, True
+    _say(f"calibration: {opts.nsamples} × {opts.seqlen} tokens, {describe_source(opts.calib)}, seed {opts.seed}")
+    try:
+        windows = calibration_set(opts.calib, tokenizer, model, nsamples=opts.nsamples, seqlen=opts.seqlen,
+                                  seed=opts.seed, progress=opts.progress)
+    except CalibrationError as exc:
+        raise PruneInputError(f"--calib {opts.calib}: {exc}") from exc
+    return windows, False
+
+
+def _record(opts: PruneOptions, argv: Sequence[str] | None, recipe: dict, report: SparsifyReport,
+            resumed: int, seconds: float) -> dict[str, Any]:
+    import shlex
+
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
+    return {
+        "format": RECORD_FORMAT,
+        "complete": True,
+        "command": shlex.join(["swappass", *argv]) if argv is not None else None,
+        "recipe": recipe,
+        "options": options,
+        "versions": _versions(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": seconds,  # this invocation's load, calibration data, pruning and saving
+        "resumed_levels": resumed,
+        "calibration": describe_source(opts.calib),
+        "report": report.to_dict(),
+    }
+
+
+def _summary(report: SparsifyReport, out: Path) -> str:
+    pruned = report.pruned
+    total = sum(r.shape[0] * r.shape[1] for r in pruned)
+    zeros = sum(r.sparsity * r.shape[0] * r.shape[1] for r in pruned)
+    share = f"{100 * zeros / total:.1f}%" if total else "n/a"
+    return f"{len(pruned)} Linear weights pruned ({share} of their entries are zero); written to {out}"
+
+
+def prune_to_dir(opts: PruneOptions, argv: Sequence[str] | None = None) -> PruneOutcome:
+    """Run the whole job. Raises :class:`PruneInputError` for bad input, before the output directory is touched
+    (or, for a selection that matches nothing, after removing the little this run had written)."""
+    t0 = time.perf_counter()
+    recipe = check_options(opts)
+    run = RunDir(opts.out)
+    try:
+        state = run.inspect(recipe, opts.overwrite)
+    except RunDirError as exc:
+        raise PruneInputError(str(exc)) from exc
+    if state == "complete":
+        run.claim(recipe)  # clears a checkpoint left by an interrupted clean-up
+        record = run.record() or {}
+        report = SparsifyReport.from_dict(record.get("report", {}))
+        _say(f"{opts.out} already holds this run (finished {record.get('finished', '?')}); nothing to prune")
+        outcome = PruneOutcome(opts.out, state, report)
+    else:
+        outcome, record = _prune(opts, argv, recipe, run, state, t0)
+    print(outcome.report)
+    print(_summary(outcome.report, opts.out))
+    if opts.plot:
+        from .plot import plot_reduction
+
+        outcome.plot = plot_reduction(outcome.report, opts.out / PLOT_FILE)
+        _say(f"plot: {outcome.plot}")
+    if opts.onnx:
+        outcome.onnx_passed = _export(opts, record)
+    if opts.plot or opts.onnx:
+        run.write_record(record)
+    return outcome
+
+
+def _prune(opts: PruneOptions, argv, recipe: dict, run: RunDir, state: str, t0: float) -> tuple[PruneOutcome, dict]:
+    """Load, calibrate, claim the directory, prune with per-level checkpoints, save; (outcome, swappass.json)."""
+    ckpt = LevelCheckpoints(run.checkpoint_dir)
+    timings, t = {}, time.perf_counter()
+    model, tokenizer = _load(opts, recipe["device"])
+    timings["load"], t = time.perf_counter() - t, time.perf_counter()
+    torch.manual_seed(opts.seed)
+    windows, cached = _calibration(opts, ckpt, model, tokenizer, resuming=state == "resume")
+    timings["calibration_data"], t = time.perf_counter() - t, time.perf_counter()
+    existed = run.path.exists()
+    state = run.claim(recipe, opts.overwrite)  # from here on the directory holds this run
+    if not cached:
+        ckpt.save_calibration(windows)
+    resume = ckpt.load_levels()
+    if resume:
+        _say(f"resuming: levels 0–{len(resume) - 1} are done (checkpoint in {ckpt.directory})")
+    try:
+        report = _sparsify(opts, recipe, model, windows, ckpt, resume)
+    except PruneInputError:
+        if state == "new" and ckpt.finished_levels() == 0:  # nothing done: leave no trace of this run
+            ckpt.remove()
+            if not existed:
+                run.path.rmdir()
+        raise
+    timings["sparsify"], t = time.perf_counter() - t, time.perf_counter()
+    _say(f"saving to {opts.out}")
+    model.save_pretrained(opts.out)
+    tokenizer.save_pretrained(opts.out)
+    save_masks(report.pruned_weights(), opts.out / MASKS_FILE)
+    timings["save"] = time.perf_counter() - t
+    record = _record(opts, argv, recipe, report, len(resume), time.perf_counter() - t0)
+    record["timings"] = timings
+    run.write_record(record)
+    ckpt.remove()
+    return PruneOutcome(opts.out, state, report, resumed_levels=len(resume)), record
+
+
+def _sparsify(opts: PruneOptions, recipe: dict, model, windows, ckpt: LevelCheckpoints, resume) -> SparsifyReport:
+    from .pipeline import sparsify
+
+    extras = _sparsify_extras(opts)
+    try:
+        _, report = sparsify(
+            model, windows, pattern=recipe["pattern"], warm_start=opts.warm_start, max_iters=opts.iters,
+            targets=opts.targets, ignore=_ignore_list(model, opts.ignore), device=recipe["device"],
+            batch_size=opts.batch_size, progress=opts.progress, checkpoint=ckpt.save_level, resume=resume, **extras,
+        )
+    except KeyboardInterrupt:
+        done = ckpt.finished_levels()
+        _say(f"interrupted with {done} level(s) saved; run the same command again to resume")
+        raise
+    except ValueError as exc:  # sparsify's input checks: a selection that matches nothing, …
+        raise PruneInputError(str(exc)) from exc
+    return report
+
+
+def _export(opts: PruneOptions, record: dict) -> bool:
+    """Export ``out/model.onnx`` and verify it (reused when this run's file verified before)."""
+    from tqdm.auto import tqdm
+
+    from .onnx_adapter import ExportError
+    from .pruned_dir import export_pruned_dir
+
+    path = opts.out / ONNX_FILE
+    previous = record.get("onnx") or {}
+    if previous.get("passed") and path.is_file() and previous.get("file_bytes") == path.stat().st_size:
+        _say(f"{path} was exported and verified before (passed)")
+        return True
+    bar = tqdm(total=1, desc="ONNX export + verification", unit="step", disable=not opts.progress)
+    try:
+        report = export_pruned_dir(opts.out, path, verbose=False)
+    except ExportError as exc:
+        bar.close()
+        record["onnx"] = {"path": str(path), "passed": False, "error": str(exc)}
+        _say(f"ONNX export failed: {exc}")
+        return False
+    bar.update(1)
+    bar.close()
+    print(report)
+    record["onnx"] = report.to_dict()
+    return report.passed
