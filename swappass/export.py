@@ -187,9 +187,16 @@ def _capture(adapter: nn.Module, args: tuple[torch.Tensor, ...], names: Sequence
 
     specs = tuple({a: dim(d) for a, d in axes.get(n, {}).items()} or None for n in names)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.export.export(adapter, args, dynamic_shapes=(specs,) if axes else None, strict=False)
+        try:
+            return _export(adapter, args, specs if axes else None)
+        except Exception as exc:
+            if not axes or "Constraints violated" not in str(exc):
+                raise
+            # Some torch releases cannot prove guards such as min(8*s, 16*s) == 8*s over a named Dim's range.
+            # Dim.AUTO lets export keep the axes dynamic with runtime checks; verification on a second input
+            # shape then shows whether they really stayed dynamic.
+            auto = tuple({a: torch.export.Dim.AUTO for a in axes.get(n, {})} or None for n in names)
+            return _export(adapter, args, auto)
     except Exception as exc:
         text = str(exc)
         hint = ""
@@ -198,6 +205,12 @@ def _capture(adapter: nn.Module, args: tuple[torch.Tensor, ...], names: Sequence
                     "model: pass dynamic=False for fixed shapes, or a mapping of the axes that may vary.")
         summary = _first_lines(text)
         raise ExportError(f"torch.export could not capture the model ({type(exc).__name__}): {summary}.{hint}") from exc
+
+
+def _export(adapter: nn.Module, args: tuple[torch.Tensor, ...], specs: tuple | None) -> torch.export.ExportedProgram:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.export.export(adapter, args, dynamic_shapes=(specs,) if specs is not None else None, strict=False)
 
 
 _OP_PATTERNS = (

@@ -10,6 +10,21 @@ class NonFiniteActivationError(FloatingPointError):
     """Calibration inputs of a site contain NaN or Inf."""
 
 
+def _gram_tf32(x: torch.Tensor) -> torch.Tensor:
+    """``xᵀx`` on tensor cores for float32 ``x`` upcast from fp16/bf16: their mantissas (10 / 7 bits) fit TF32's
+    10 bits, so the inputs are exact and the product is accumulated in float32 as a float32 GEMM would."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        previous = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            return x.T @ x
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = previous
+
+
 class GramAccumulator:
     """Accumulates ``G = Σ x xᵀ`` (``d_in × d_in``) over batches of any leading shape ``(..., d_in)``.
 
@@ -60,7 +75,8 @@ class GramAccumulator:
             self._G = torch.zeros(self.d_in, self.d_in, dtype=self.dtype, device=device)
             self.device = device
         xc = x2.to(device=x2.device, dtype=self.dtype)
-        prod = xc.T @ xc
+        exact_tf32 = xc.is_cuda and self.dtype == torch.float32 and x2.dtype in (torch.float16, torch.bfloat16)
+        prod = _gram_tf32(xc) if exact_tf32 else xc.T @ xc
         bad = ~torch.isfinite(prod.diagonal())
         if bool(bad.any()):
             channels = bad.nonzero().flatten()[:8].tolist()

@@ -2,8 +2,9 @@
 
 * :func:`prepare` captures the model, finds and selects its Linear sites and inserts one observer per Gram
   group. The returned :class:`PreparedModel` is callable like the model (one-shot calibration by hand).
-* :func:`convert` chooses every observed group's masks with :func:`swappass.prune.prune_weights` and writes the
-  pruned weights into the user's own parameters; the model object needs no swappass to run afterwards.
+* :func:`convert` chooses every observed group's masks with :func:`swappass.prune.prune_weights` (warm start,
+  refinement, optional refit) and writes the pruned weights into the user's own parameters; the model object
+  needs no swappass to run afterwards.
 * :func:`sparsify` does all of it, by default **sequentially**: level by level (see
   :mod:`swappass.graph.stages`), each group calibrated on inputs that already flow through the pruned sites
   upstream of it, with only the values that cross a stage boundary cached per calibration item.
@@ -27,10 +28,9 @@ from .graph.instrument import InstrumentedGraph
 from .graph.observers import ObserverFactory, SiteObserver, gram_observer_factory
 from .graph.sites import GramGroup, Site, Selector, find_sites, select_sites
 from .patterns import PatternLike, SparsityPattern, parse_pattern
-from .prune import prune_weights
+from .prune import check_prune_options, prune_weights
 from .kernels import available_backends
 from .report import SiteReport, SparsifyReport
-from .warmstart import WARM_STARTS
 
 __all__ = ["PreparedModel", "prepare", "convert", "sparsify", "LevelState"]
 
@@ -55,6 +55,8 @@ class PreparedModel:
 
     Each distinct input signature (structure, shapes, dtypes) gets its own captured graph on first use; all
     graphs share the observers. ``report`` lists every site from the start (ignored and skipped ones too).
+    ``refine`` / ``refit``: the refinement and refit methods the next conversion uses (``refine`` also chose
+    the default observers: DSnoT needs per-channel statistics).
     """
 
     def __init__(
@@ -66,6 +68,9 @@ class PreparedModel:
         observer: ObserverFactory,
         sequential: bool,
         method: str,
+        *,
+        refine: str = "swaps",
+        refit: str = "none",
     ) -> None:
         self.model = model
         self.pattern = pattern
@@ -74,6 +79,8 @@ class PreparedModel:
         self.observer_factory = observer
         self.sequential = sequential
         self.method = method
+        self.refine = refine
+        self.refit = refit
         self.graphs: dict[tuple, InstrumentedGraph] = {}
         self.observers: dict[str, SiteObserver] = {}
         self.converted: set[str] = set()
@@ -176,6 +183,7 @@ def prepare(
     gram_device: torch.device | str | None = None,
     gram_dtype: torch.dtype = torch.float32,
     method: str = "auto",
+    refine: str = "swaps",
 ) -> PreparedModel:
     """Capture ``model`` for inputs like ``example_inputs`` and put observers on its selected Linear sites.
 
@@ -186,14 +194,18 @@ def prepare(
             weights tied to an embedding are always ignored.
         sequential: give groups dependency levels (used by :func:`sparsify`); calling the prepared model
             directly always calibrates one-shot (every site sees the dense model).
-        observer: ``factory(name, d_in) -> SiteObserver``; default :class:`swappass.graph.GramObserver`.
+        observer: ``factory(name, d_in) -> SiteObserver``; default :class:`swappass.graph.GramObserver`
+            (:class:`swappass.graph.GramChannelObserver` with ``refine="dsnot"``).
         gram_device / gram_dtype: where and in which dtype the default observer keeps G.
         method: capture method (see :func:`swappass.capture`).
+        refine: the refinement :func:`convert` will run by default (``"dsnot"`` collects DSnoT's statistics).
 
     Calibrate by calling the result like the model, then call :func:`convert`.
     """
-    factory = observer or gram_observer_factory(gram_dtype, gram_device)
-    prepared = PreparedModel(model, parse_pattern(pattern), targets, ignore, factory, sequential, method)
+    check_prune_options(pattern, "wanda", refine)  # an unknown refine, or DSnoT under a layer budget, raises here
+    factory = observer or gram_observer_factory(gram_dtype, gram_device, channel_stats=refine == "dsnot")
+    prepared = PreparedModel(model, parse_pattern(pattern), targets, ignore, factory, sequential, method,
+                             refine=refine)
     prepared.graph_for(*as_call(model, example_inputs))
     return prepared
 
@@ -207,26 +219,43 @@ def convert(
     backend: str = "auto",
     device: torch.device | str | None = None,
     progress: bool = True,
+    refine: str | None = None,
+    refit: bool | str = False,
 ) -> SparsifyReport:
     """Prune every observed group not pruned yet, write the weights into the model, remove the observers.
 
-    Returns the report (``prepared.report``). Raises if some group saw no calibration data.
+    ``warm_start`` / ``refine`` / ``refit`` / ``max_iters`` as in :func:`sparsify` (``refine=None``: the one given
+    to :func:`prepare`). Returns the report (``prepared.report``). Raises if some group saw no calibration data.
     """
     t0 = time.perf_counter()
-    _check_method(warm_start, max_iters)
+    refine = prepared.refine if refine is None else refine
+    prepared.refit = _check_method(warm_start, max_iters, refine, refit, prepared.pattern)
+    prepared.refine = refine
     todo = [g for g in prepared.groups if g.key not in prepared.converted]
+    if refine == "dsnot":
+        _check_channel_stats(prepared, todo)
     _convert_groups(prepared, todo, warm_start, max_iters, backend, device, progress, desc="prune")
     prepared.remove_observers()
     prepared.report.seconds += time.perf_counter() - t0
     return prepared.report
 
 
-def _check_method(warm_start: str, max_iters: int) -> None:
-    methods = sorted(WARM_STARTS) + ["sparsegpt"]
-    if warm_start not in methods:
-        raise ValueError(f"unknown warm start {warm_start!r}; choose one of {methods}")
-    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 0:
-        raise ValueError(f"max_iters must be a non-negative integer, got {max_iters!r}")
+def _check_method(
+    warm_start: str, max_iters: int, refine: str = "swaps", refit: bool | str = False, pattern: PatternLike = "0.6"
+) -> str:
+    """Validate the pruning options before any work; returns the refit method's name."""
+    return check_prune_options(pattern, warm_start, refine, refit, max_iters)
+
+
+def _check_channel_stats(prepared: PreparedModel, groups: Sequence[GramGroup]) -> None:
+    missing = [g.key for g in groups if prepared.observers[g.key].tokens
+               and "channel_stats" not in prepared.observers[g.key].statistics()]
+    if missing:
+        raise ValueError(
+            f"refine='dsnot' needs DSnoT's per-channel statistics, which were not collected for {missing[0]}"
+            f"{f' and {len(missing) - 1} more groups' if len(missing) > 1 else ''}: pass refine='dsnot' to prepare() "
+            f"(or an observer whose statistics() include 'channel_stats')"
+        )
 
 
 def _check_backend(backend: str, device: torch.device) -> None:
@@ -256,16 +285,18 @@ def _convert_groups(
         stats = obs.statistics()
         results = prune_weights(
             [s.user_weight() for s in group.sites], stats["G"], prepared.pattern,
-            warm_start=warm_start, max_iters=max_iters, backend=backend,
-            device=device if device is not None else group.sites[0].weight.device,
-            statistics=stats, name=group.key,
+            warm_start=warm_start, refine=prepared.refine, refit=prepared.refit, max_iters=max_iters,
+            backend=backend, device=device if device is not None else group.sites[0].weight.device,
+            statistics=stats, name=group.key, names=group.names,
         )
         for site, res in zip(group.sites, results):
             stored = _write_back(site, res.mask, res.weight)
             row = prepared._rows[site.name]
             row.status, row.warm_start, row.tokens = "pruned", warm_start, int(stats["tokens"])
-            row.loss_warm, row.loss_final = res.loss_warm, res.loss_final
+            row.refine, row.refit, row.reason = res.refine, res.refit, res.note
+            row.loss_warm, row.loss_final, row.loss_refit = res.loss_warm, res.loss_final, res.loss_refit
             row.swaps, row.iters, row.seconds = res.swaps, res.iters, res.seconds
+            row.cross_moves = int(res.info.get("cross_moves", 0))
             row.set_mask(stored)
             prepared.report.settings.setdefault("backend", res.info.get("backend"))
             bar.update(1)
@@ -300,6 +331,8 @@ def sparsify(
     device: torch.device | str | None = None,
     backend: str = "auto",
     *,
+    refine: str = "swaps",
+    refit: bool | str = False,
     batch_size: int = 1,
     gram_device: torch.device | str | None = None,
     gram_dtype: torch.dtype = torch.float32,
@@ -309,7 +342,7 @@ def sparsify(
     checkpoint: Callable[[LevelState], None] | None = None,
     resume: Sequence[LevelState] = (),
 ) -> tuple[nn.Module, SparsifyReport]:
-    """Prune the Linear layers of ``model`` in place with warm start + exact 1-swap refinement.
+    """Prune the Linear layers of ``model`` in place: warm start, mask refinement (exact 1-swaps), optional refit.
 
     Args:
         model: the model to prune (its own parameters receive the pruned weights).
@@ -317,8 +350,15 @@ def sparsify(
             of keywords (``{"input_ids": ids}``); Hugging Face models get ``use_cache=False``. Items of
             different shapes are fine (each shape is captured once) but cost a capture each.
         pattern: ``"0.6"`` (60% per row), ``"2:4"``, … (see :func:`swappass.parse_pattern`).
-        warm_start: ``"wanda"`` (default), ``"magnitude"``, ``"ria"`` or ``"sparsegpt"`` (mask only).
+        warm_start: ``"wanda"`` (default), ``"magnitude"``, ``"ria"`` or ``"sparsegpt"`` (its mask, projected to
+            the pattern).
         max_iters: 1-swap iterations per row (the paper's default 100; 0 = warm start only).
+        refine: ``"swaps"`` (SparseSwaps, default), ``"dsnot"`` (the DSnoT baseline with the reference's defaults;
+            attention sites only, ``skip_layer="mlp"``; per-row and N:M patterns) or ``"none"`` (the warm start).
+        refit: ``False`` (mask only, default); ``True`` / ``"lstsq"``: re-solve the kept weights of every row by
+            damped least squares on G after the mask is final; ``"sparsegpt"``: SparseGPT's own updated weights
+            (the SparseGPT baseline: ``warm_start="sparsegpt"``, ``refine="none"``, N:M or unstructured pattern).
+            Either refit writes new weights (zero exactly where pruned); the report has both layer errors.
         targets / ignore: which sites to prune (see :func:`prepare`).
         sequential: calibrate each site on inputs through the already pruned sites upstream (default);
             False = one-shot: every site sees the dense model.
@@ -343,7 +383,7 @@ def sparsify(
     """
     t0 = time.perf_counter()
     pattern = parse_pattern(pattern)
-    _check_method(warm_start, max_iters)
+    refit = _check_method(warm_start, max_iters, refine, refit, pattern)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if device is not None:
@@ -358,8 +398,9 @@ def sparsify(
     was_training = model.training
     model.eval()
     try:
-        factory = observer or gram_observer_factory(gram_dtype, gram_device)
-        prepared = PreparedModel(model, pattern, targets, ignore, factory, sequential, method)
+        factory = observer or gram_observer_factory(gram_dtype, gram_device, channel_stats=refine == "dsnot")
+        prepared = PreparedModel(model, pattern, targets, ignore, factory, sequential, method, refine=refine,
+                                 refit=refit)
         for args, kwargs in calls:
             prepared.graph_for(args, kwargs)
         if len(prepared.graphs) > 4:
@@ -377,6 +418,7 @@ def sparsify(
     report = prepared.report
     report.settings.update(
         pattern=str(pattern), warm_start=warm_start, max_iters=max_iters, sequential=sequential,
+        refine=refine, refit=refit,
         calibration_items=len(calls), batch_size=batch_size, device=str(dev), gram_dtype=str(gram_dtype),
         gram_device=str(gram_device) if gram_device is not None else str(dev), levels=prepared.num_levels,
         captures=len(prepared.graphs), capture_method=next(iter(prepared.graphs.values())).captured.method,

@@ -1,34 +1,61 @@
-"""The per-site pruning step: warm start, then exact 1-swap refinement, for weights sharing one Gram matrix.
+"""The per-site pruning step: warm start → mask refinement → optional weight refit, for weights sharing one G.
 
-:func:`prune_weights` is the one place where a layer's mask is chosen. The graph pass calls it once per Gram
-group (q/k/v, gate/up …): every weight gets its own warm start, then the rows of all of them are refined in a
-single :func:`swappass.refine_mask` call (the search kernels batch rows) and split again. Later methods that
-change weights (refit) or need more statistics plug in here (``PruneResult.weight``, ``statistics``).
+:func:`prune_weights` is the one place where a layer's mask (and, for weight-changing methods, its new weights)
+is chosen. The graph pass calls it once per Gram group (q/k/v, gate/up …). Each step is a dispatch over its
+method:
+
+* **warm start** (``warm_start``): ``"magnitude"``, ``"wanda"``, ``"ria"`` (a score, then the best ``k`` per
+  row / per M-block / over the layer) or ``"sparsegpt"`` (one :func:`~swappass.sparsegpt_prune` call per weight;
+  its mask projected to the pattern; the call's result is kept for ``refit="sparsegpt"``).
+* **refinement** (``refine``): ``"swaps"`` -- SparseSwaps, exact 1-swaps (the rows of all weights of the group
+  in one :func:`~swappass.refine_mask` call; an unstructured budget per weight, with cross-row moves);
+  ``"dsnot"`` -- the DSnoT baseline, per weight, from :class:`~swappass.ChannelStats` (sites that the reference
+  skips, :func:`~swappass.dsnot_skips` with ``skip_layer="mlp"``, keep their warm start, noted in the result);
+  ``"none"`` -- the warm start is the result.
+* **refit** (``refit``): ``"none"`` (mask only); ``"lstsq"`` -- damped least squares on the kept weights
+  (:func:`~swappass.refit_weights`, 1% of mean diag G); ``"sparsegpt"`` -- SparseGPT's own OBS-updated weights
+  (the SparseGPT baseline: ``warm_start="sparsegpt"``, ``refine="none"``).
+
+:func:`check_prune_options` rejects the combinations that do not make sense, naming what to change.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import torch
 
-from .patterns import PatternLike, UnstructuredSparsity, parse_pattern
+from .dsnot import dsnot_refine, dsnot_skips
+from .patterns import NMSparsity, PatternLike, RowSparsity, SparsityPattern, UnstructuredSparsity, parse_pattern
 from .refine import layer_loss, refine_mask
-from .warmstart import warm_start as warm_start_mask
+from .refit import refit_weights
+from .sparsegpt import SparseGPTResult, project_mask, sparsegpt_prune
+from .validate import check_layer
+from .warmstart import WARM_STARTS, mask_from_scores, warm_start_scores
 
-__all__ = ["PruneResult", "prune_weights"]
+__all__ = ["PruneResult", "prune_weights", "check_prune_options", "WARM_START_METHODS", "REFINE_METHODS",
+           "REFIT_METHODS", "REFIT_DAMPING"]
+
+WARM_START_METHODS = (*sorted(WARM_STARTS), "sparsegpt")
+REFINE_METHODS = ("swaps", "dsnot", "none")
+REFIT_METHODS = ("none", "lstsq", "sparsegpt")
+REFIT_DAMPING = 0.01  # λ = 1% of mean diag G, SparseGPT's percdamp
 
 
 @dataclass
 class PruneResult:
     """Outcome for one weight.
 
-    ``mask``: bool ``d_out × d_in``, True = keep. ``weight``: new values for the weight (``d_out × d_in``) when
-    the method changes them, ``None`` when only the mask changes (SparseSwaps keeps the weights).
-    ``loss_warm`` / ``loss_final``: layer error ``Σ_rows ((1−m)⊙w)ᵀ G ((1−m)⊙w)`` of the warm start and
-    of the final mask. ``swaps``: accepted swaps over all rows. ``iters``: refinement iterations of the group.
-    ``seconds``: warm-start time plus this weight's share (by rows) of the group's refinement time.
+    ``mask``: bool ``d_out × d_in``, True = keep. ``weight``: new values for the weight (``d_out × d_in``, exactly
+    zero where the mask is False) when the refit changes them, ``None`` when only the mask changes.
+    ``loss_warm`` / ``loss_final``: mask-only layer error ``Σ_rows ((1−m)⊙w)ᵀ G ((1−m)⊙w)`` of the warm start and
+    of the final mask. ``loss_refit``: error ``Σ_rows (w − w')ᵀ G (w − w')`` of the written weights ``w'`` (NaN
+    without refit). ``swaps``: accepted swaps over all rows (SparseSwaps or DSnoT). ``iters``: refinement
+    iterations (DSnoT: cycles) of the call. ``seconds``: warm start, this weight's share (by rows) of the
+    group's refinement, and refit. ``refine`` / ``refit``: the methods that ran (``"none"`` for a site DSnoT
+    skips); ``note`` says why a method did not run. ``info``: the refinement's info (``cross_moves`` …).
     """
 
     mask: torch.Tensor
@@ -39,69 +66,113 @@ class PruneResult:
     iters: int
     seconds: float
     info: dict = field(default_factory=dict)
+    loss_refit: float = math.nan
+    refine: str = "swaps"
+    refit: str = "none"
+    note: str = ""
 
     @property
     def relative_reduction(self) -> float:
         return 0.0 if self.loss_warm <= 0 else (self.loss_warm - self.loss_final) / self.loss_warm
 
 
-@torch.no_grad()
-def prune_weights(
-    weights: Sequence[torch.Tensor],
-    G: torch.Tensor,
-    pattern: PatternLike,
-    *,
-    warm_start: str = "wanda",
-    max_iters: int = 100,
-    backend: str = "auto",
-    device: torch.device | str | None = None,
-    statistics: Mapping[str, object] | None = None,
-    name: str = "layer",
-) -> list[PruneResult]:
-    """Choose masks for weights that read the same inputs.
+@dataclass
+class _WarmStart:
+    mask: torch.Tensor
+    scores: torch.Tensor | None  # the method's scores (higher = keep); DSnoT's N:M prune candidates use them
+    sparsegpt: SparseGPTResult | None
+    seconds: float
 
-    Args:
-        weights: each ``d_out_i × d_in`` (rows = output neurons), any float dtype (worked on in float32, or
-            float64 if given so); not modified.
-        G: the inputs' Gram matrix ``Σ x xᵀ`` (``d_in × d_in``, float32 or float64).
-        pattern: per-row (``"0.6"``), N:M (``"2:4"``) or a layer budget (``"unstructured:0.6"``, refined per
-            weight since every weight has its own budget).
-        warm_start: ``"magnitude"``, ``"wanda"``, ``"ria"`` or ``"sparsegpt"`` (per weight).
-        max_iters: 1-swap iterations per row (0 keeps the warm start).
-        backend: search backend for :func:`swappass.refine_mask`.
-        device: where the work runs (default: the first weight's device).
-        statistics: everything the observer collected (``"G"``, ``"tokens"``, …) for methods that need more.
-        name: names the weights in error messages.
 
-    Returns one :class:`PruneResult` per weight, masks on ``device``.
+# ------------------------------------------------------------------------------------------------ options
+def _normalize_refit(refit: bool | str | None) -> str:
+    if refit is False or refit is None or refit == "none":
+        return "none"
+    if refit is True or refit == "lstsq":
+        return "lstsq"
+    if refit == "sparsegpt":
+        return "sparsegpt"
+    raise ValueError(f"unknown refit {refit!r}; choose False (mask only), True or 'lstsq' (damped least squares on the "
+                     f"kept weights) or 'sparsegpt' (SparseGPT's own weight update)")
+
+
+def check_prune_options(
+    pattern: PatternLike, warm_start: str, refine: str = "swaps", refit: bool | str = False, max_iters: int = 100
+) -> str:
+    """Raise ``ValueError`` for an unknown method or an invalid combination; returns the refit method's name.
+
+    Valid: any warm start × ``refine`` in ``("swaps", "dsnot", "none")`` × ``refit`` in ``(False, "lstsq")``,
+    except DSnoT under an unstructured budget; ``refit="sparsegpt"`` only as the SparseGPT baseline
+    (``warm_start="sparsegpt"``, ``refine="none"``, an N:M or unstructured pattern).
     """
-    if not weights:
-        return []
     pattern = parse_pattern(pattern)
-    dev = torch.device(device) if device is not None else weights[0].device
-    Gd = G.to(dev)
-    Ws = [w.detach().to(dev, torch.float64 if w.dtype == torch.float64 else torch.float32) for w in weights]
-    starts, warm_seconds = [], []
-    for W in Ws:
-        t0 = time.perf_counter()
-        starts.append(warm_start_mask(W, Gd, pattern, warm_start))
-        warm_seconds.append(time.perf_counter() - t0)
+    if warm_start not in WARM_START_METHODS:
+        raise ValueError(f"unknown warm start {warm_start!r}; choose one of {list(WARM_START_METHODS)}")
+    if refine not in REFINE_METHODS:
+        raise ValueError(f"unknown refine {refine!r}; choose 'swaps' (SparseSwaps), 'dsnot' (the DSnoT baseline) or "
+                         f"'none' (keep the warm start)")
+    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 0:
+        raise ValueError(f"max_iters must be a non-negative integer, got {max_iters!r}")
+    refit = _normalize_refit(refit)
+    if refine == "dsnot" and isinstance(pattern, UnstructuredSparsity):
+        raise ValueError(f"refine='dsnot' keeps every row's kept count, so it cannot refine the layer budget {pattern}; "
+                         f"use refine='swaps' (intra-row swaps and cross-row moves) or a per-row pattern such as "
+                         f"'{pattern.sparsity:g}'")
+    if refit == "sparsegpt":
+        _check_sparsegpt_baseline(pattern, warm_start, refine)
+    return refit
 
-    if max_iters == 0:  # the warm start is the result
-        out = []
-        for W, start, secs in zip(Ws, starts, warm_seconds):
-            t0 = time.perf_counter()
-            loss = float(layer_loss(W, Gd, start).double().sum())
-            out.append(PruneResult(start, None, loss, loss, 0, 0, secs + time.perf_counter() - t0))
-        return out
+
+def _check_sparsegpt_baseline(pattern: SparsityPattern, warm_start: str, refine: str) -> None:
+    if warm_start != "sparsegpt":
+        raise ValueError(f"refit='sparsegpt' writes SparseGPT's own updated weights, which belong to SparseGPT's mask: "
+                         f"use warm_start='sparsegpt' with refine='none' (the SparseGPT baseline), or refit='lstsq' "
+                         f"to re-solve the weights for the {warm_start!r} mask")
+    if refine != "none":
+        raise ValueError(f"refit='sparsegpt' needs refine='none': refine={refine!r} changes SparseGPT's mask, and its "
+                         f"weight update does not fit another mask; use refit='lstsq' after refining")
+    if isinstance(pattern, RowSparsity):
+        raise ValueError(f"refit='sparsegpt' keeps SparseGPT's own mask, chosen per 128-column block, so rows keep "
+                         f"different counts and pattern {pattern} (a fixed count per row) cannot hold; use "
+                         f"pattern='unstructured:{pattern.sparsity:g}' (the same overall sparsity) or an N:M pattern, "
+                         f"or warm_start='sparsegpt' with refit='lstsq' for a per-row mask with refitted weights")
+
+
+# ------------------------------------------------------------------------------------------------ warm start
+def _warm_start(
+    W: torch.Tensor, G: torch.Tensor, pattern: SparsityPattern, method: str, n_samples: int | None, name: str
+) -> _WarmStart:
+    t0 = time.perf_counter()
+    check_layer(W, G, name=name)
+    if method == "sparsegpt":
+        res = sparsegpt_prune(W, G, pattern, blocksize=128, percdamp=0.01, n_samples=n_samples, name=name)
+        mask = project_mask(res.mask, res.scores, pattern)
+        return _WarmStart(mask, res.scores, res, time.perf_counter() - t0)
+    scores = warm_start_scores(W, G, method)
+    return _WarmStart(mask_from_scores(scores, pattern), scores, None, time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------------------------ refinement
+def _keep_warm(W: torch.Tensor, G: torch.Tensor, start: _WarmStart, refine: str, note: str = "") -> PruneResult:
+    """The warm start as the result; ``refine`` is the label the result carries (``"swaps"`` with 0 iterations)."""
+    t0 = time.perf_counter()
+    loss = float(layer_loss(W, G, start.mask).double().sum())
+    secs = start.seconds + time.perf_counter() - t0
+    return PruneResult(start.mask, None, loss, loss, 0, 0, secs, refine=refine, note=note)
+
+
+def _refine_swaps(
+    Ws: list[torch.Tensor], G: torch.Tensor, starts: list[_WarmStart], pattern: SparsityPattern,
+    max_iters: int, backend: str, name: str,
+) -> list[PruneResult]:
     if isinstance(pattern, UnstructuredSparsity):  # a budget per weight: the rows of two weights must not mix
-        parts = [(W, m, [W]) for W, m in zip(Ws, starts)]
+        parts = [(W, s.mask, [W]) for W, s in zip(Ws, starts)]
     else:  # independent rows: one refinement over all of them
-        parts = [(torch.cat(Ws), torch.cat(starts), Ws)]
+        parts = [(torch.cat(Ws), torch.cat([s.mask for s in starts]), Ws)]
     out: list[PruneResult] = []
     for W_all, start, members in parts:
         t0 = time.perf_counter()
-        res = refine_mask(W_all, Gd, start, pattern, max_iters, backend=backend, name=name)
+        res = refine_mask(W_all, G, start, pattern, max_iters, backend=backend, name=name)
         refine_seconds = time.perf_counter() - t0
         r0 = 0
         for W in members:
@@ -114,7 +185,115 @@ def prune_weights(
                 loss_final=float(res.loss_after[rows].double().sum()),
                 swaps=int(res.swaps[rows].sum()),
                 iters=res.iters,
-                seconds=warm_seconds[len(out)] + refine_seconds * W.shape[0] / W_all.shape[0],
+                seconds=starts[len(out)].seconds + refine_seconds * W.shape[0] / W_all.shape[0],
                 info=dict(res.info),
+                refine="swaps",
             ))
     return out
+
+
+def _refine_dsnot(
+    W: torch.Tensor, G: torch.Tensor, start: _WarmStart, pattern: SparsityPattern, method: str,
+    statistics: Mapping[str, object], site: str, skip_layer: str,
+) -> PruneResult:
+    if dsnot_skips(site, skip_layer=skip_layer):
+        return _keep_warm(W, G, start, "none", note=f"DSnoT skip_layer={skip_layer!r}: kept at the {method} warm start")
+    stats = statistics.get("channel_stats")
+    if stats is None:
+        raise ValueError(f"{site}: refine='dsnot' needs the inputs' swappass.ChannelStats in statistics"
+                         f"['channel_stats']; sparsify/prepare collect them with refine='dsnot' (a custom observer "
+                         f"must provide them too)")
+    # N:M prune candidates come from the warm start's own scores (DSnoT's default is Wanda's)
+    init = start.scores if isinstance(pattern, NMSparsity) and method != "wanda" else None
+    t0 = time.perf_counter()
+    res = dsnot_refine(W, G, start.mask, stats, pattern, init_scores=init, name=site)
+    return PruneResult(
+        mask=res.mask, weight=None, loss_warm=res.total_before, loss_final=res.total_after,
+        swaps=int(res.swaps.sum()), iters=res.iters, seconds=start.seconds + time.perf_counter() - t0,
+        info={k: v for k, v in res.info.items() if k != "final_eps"}, refine="dsnot",
+    )
+
+
+# ------------------------------------------------------------------------------------------------ refit
+def _refit(W: torch.Tensor, G: torch.Tensor, start: _WarmStart, res: PruneResult, refit: str, site: str) -> None:
+    """Fill ``res.weight`` / ``res.loss_refit`` for the final mask (in place)."""
+    t0 = time.perf_counter()
+    if refit == "lstsq":
+        fit = refit_weights(W, G, res.mask, damping=REFIT_DAMPING, name=site)
+        res.weight, res.loss_refit = fit.weight, fit.total_after
+    elif refit == "sparsegpt":
+        sg = start.sparsegpt
+        if sg is None or not torch.equal(sg.mask, res.mask):
+            raise RuntimeError(f"{site}: SparseGPT's weight update needs its own mask as the final mask")
+        res.weight, res.loss_refit = sg.weight, float(sg.loss.double().sum())
+    else:
+        return
+    res.refit = refit
+    res.seconds += time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------------------------------------ the step
+@torch.no_grad()
+def prune_weights(
+    weights: Sequence[torch.Tensor],
+    G: torch.Tensor,
+    pattern: PatternLike,
+    *,
+    warm_start: str = "wanda",
+    refine: str = "swaps",
+    refit: bool | str = False,
+    max_iters: int = 100,
+    backend: str = "auto",
+    device: torch.device | str | None = None,
+    statistics: Mapping[str, object] | None = None,
+    name: str = "layer",
+    names: Sequence[str] | None = None,
+    dsnot_skip_layer: str = "mlp",
+) -> list[PruneResult]:
+    """Choose masks (and with a refit, new weights) for weights that read the same inputs.
+
+    Args:
+        weights: each ``d_out_i × d_in`` (rows = output neurons), any float dtype (worked on in float32, or
+            float64 if given so); not modified.
+        G: the inputs' Gram matrix ``Σ x xᵀ`` (``d_in × d_in``, float32 or float64).
+        pattern: per-row (``"0.6"``), N:M (``"2:4"``) or a layer budget (``"unstructured:0.6"``, one budget per
+            weight).
+        warm_start: ``"magnitude"``, ``"wanda"``, ``"ria"`` or ``"sparsegpt"`` (per weight).
+        refine: ``"swaps"`` (SparseSwaps), ``"dsnot"`` (DSnoT; needs ``statistics["channel_stats"]``) or
+            ``"none"``.
+        refit: ``False`` / ``"none"``, ``True`` / ``"lstsq"`` or ``"sparsegpt"`` (module docstring).
+        max_iters: 1-swap iterations per row for ``refine="swaps"`` (0 keeps the warm start).
+        backend: search backend for :func:`swappass.refine_mask`.
+        device: where the work runs (default: the first weight's device).
+        statistics: everything the observer collected: ``"G"``, ``"tokens"``, ``"sequences"`` (SparseGPT's
+            ``n_samples``), ``"channel_stats"`` (DSnoT).
+        name: names the group in error messages; ``names``: the weights' site names (DSnoT's skip rule and
+            messages; default ``name[i]``). dsnot_skip_layer: DSnoT's ``skip_layer`` (``"mlp"``, the reference's
+            default, ``"self_attn"`` or ``"no_skip"``).
+
+    Returns one :class:`PruneResult` per weight, masks and weights on ``device``.
+    """
+    refit = check_prune_options(pattern, warm_start, refine, refit, max_iters)
+    if not weights:
+        return []
+    pattern = parse_pattern(pattern)
+    names = list(names) if names is not None else [f"{name}[{i}]" for i in range(len(weights))]
+    if len(names) != len(weights):
+        raise ValueError(f"{name}: {len(names)} names for {len(weights)} weights")
+    statistics = statistics or {}
+    dev = torch.device(device) if device is not None else weights[0].device
+    Gd = G.to(dev)
+    Ws = [w.detach().to(dev, torch.float64 if w.dtype == torch.float64 else torch.float32) for w in weights]
+    n_samples = statistics.get("sequences")
+    starts = [_warm_start(W, Gd, pattern, warm_start, n_samples, n) for W, n in zip(Ws, names)]
+
+    if refine == "swaps" and max_iters > 0:
+        results = _refine_swaps(Ws, Gd, starts, pattern, max_iters, backend, name)
+    elif refine == "dsnot":
+        results = [_refine_dsnot(W, Gd, s, pattern, warm_start, statistics, n, dsnot_skip_layer)
+                   for W, s, n in zip(Ws, starts, names)]
+    else:  # refine="none", or no swap iterations
+        results = [_keep_warm(W, Gd, s, refine) for W, s in zip(Ws, starts)]
+    for W, start, res, n in zip(Ws, starts, results, names):
+        _refit(W, Gd, start, res, refit, n)
+    return results

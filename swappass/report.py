@@ -20,8 +20,12 @@ class SiteReport:
     """One Linear site.
 
     ``shape`` is ``(d_out, d_in)``; ``status`` is ``"pruned"``, ``"skipped"`` (the pattern cannot apply; see
-    ``reason``), ``"ignored"`` (deselected) or ``"pending"`` (selected, not pruned yet). Losses are the layer error ``||W X − (M⊙W) X||²_F`` over the
-    calibration tokens for the warm-start mask and the final mask. ``level``: sequential calibration level.
+    ``reason``), ``"ignored"`` (deselected) or ``"pending"`` (selected, not pruned yet). ``loss_warm`` /
+    ``loss_final`` are the mask-only layer error ``||W X − (M⊙W) X||²_F`` over the calibration tokens for the
+    warm-start mask and the final mask; ``loss_refit`` is the error ``||W X − W' X||²_F`` of the weights ``W'``
+    written with a refit (NaN without). ``refine`` / ``refit``: the methods that ran on this site (``refine``
+    is ``"none"`` where DSnoT skips the site; ``reason`` then says so). ``cross_moves``: cross-row moves of an
+    unstructured budget. ``level``: sequential calibration level.
     """
 
     name: str
@@ -33,12 +37,16 @@ class SiteReport:
     transposed: bool = False
     pattern: str | None = None
     warm_start: str | None = None
+    refine: str | None = None
+    refit: str | None = None
     level: int | None = None
     group: str | None = None
     tokens: int = 0
     loss_warm: float = math.nan
     loss_final: float = math.nan
+    loss_refit: float = math.nan
     swaps: int = 0
+    cross_moves: int = 0
     iters: int = 0
     seconds: float = 0.0
     sparsity: float = 0.0
@@ -50,6 +58,13 @@ class SiteReport:
         if self.status != "pruned":
             return math.nan
         return 0.0 if self.loss_warm <= 0 else (self.loss_warm - self.loss_final) / self.loss_warm
+
+    @property
+    def relative_reduction_refit(self) -> float:
+        """``(L_warm − L_refit) / L_warm``: mask refinement and refit together (NaN without a refit)."""
+        if self.status != "pruned" or math.isnan(self.loss_refit):
+            return math.nan
+        return 0.0 if self.loss_warm <= 0 else (self.loss_warm - self.loss_refit) / self.loss_warm
 
     def set_mask(self, stored_mask: torch.Tensor) -> None:
         """Keep the mask (shaped like the stored parameter) bit-packed on the CPU."""
@@ -69,6 +84,7 @@ class SiteReport:
         d = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
         d["shape"] = list(self.shape)
         d["relative_reduction"] = self.relative_reduction
+        d["relative_reduction_refit"] = self.relative_reduction_refit
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
 
 
@@ -136,23 +152,29 @@ class SparsifyReport:
         for d in data.get("sites", []):
             kw = {k: v for k, v in d.items() if k in names}
             kw["shape"] = tuple(kw["shape"])
-            for k in ("loss_warm", "loss_final"):
+            for k in ("loss_warm", "loss_final", "loss_refit"):
                 kw[k] = math.nan if kw.get(k) is None else kw[k]
             rows.append(SiteReport(**kw))
         return cls(rows, dict(data.get("settings", {})), float(data.get("seconds", 0.0)))
 
     def __str__(self) -> str:
-        header = ("site", "shape", "pattern", "warm loss", "final loss", "reduction", "swaps", "time s")
+        refit = any(not math.isnan(r.loss_refit) for r in self.pruned)
+        cross = any((r.pattern or "").startswith("unstructured") for r in self.pruned)
+        header = ("site", "shape", "pattern", "warm loss", "final loss", "reduction", "swaps")
+        header += ("cross",) * cross + ("refit loss", "with refit") * refit + ("time s",)
         lines, notes = [], []
         for r in self.rows:
             shape = f"{r.shape[0]}×{r.shape[1]}"
             if r.status == "pruned":
-                lines.append((r.name, shape, r.pattern or "", f"{r.loss_warm:.4g}", f"{r.loss_final:.4g}",
-                              f"{100 * r.relative_reduction:.2f}%", str(r.swaps), f"{r.seconds:.2f}"))
-                notes.append("")
+                cells = (r.name, shape, r.pattern or "", f"{r.loss_warm:.4g}", f"{r.loss_final:.4g}",
+                         f"{100 * r.relative_reduction:.2f}%", str(r.swaps)) + (str(r.cross_moves),) * cross
+                if refit:
+                    cells += ("", "") if math.isnan(r.loss_refit) else (
+                        f"{r.loss_refit:.4g}", f"{100 * r.relative_reduction_refit:.2f}%")
+                lines.append(cells + (f"{r.seconds:.2f}",))
             else:
-                lines.append((r.name, shape, r.status, "", "", "", "", ""))
-                notes.append(r.reason)
+                lines.append((r.name, shape, r.status) + ("",) * (len(header) - 3))
+            notes.append(r.reason)
         widths = [max([len(h)] + [len(cells[i]) for cells in lines]) for i, h in enumerate(header)]
 
         def fmt(cells: tuple[str, ...], note: str = "") -> str:

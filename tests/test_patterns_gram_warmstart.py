@@ -134,3 +134,15 @@ def test_warm_start_errors():
         sp.warm_start(W, None, "0.5", "wanda")
     with pytest.raises(ValueError, match="G is 15×15 but W has d_in = 16"):
         sp.warm_start(W, G[:15, :15], "0.5", "wanda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gram_from_half_inputs_on_cuda_is_float32_exact(dtype):
+    """Half-precision activations go through TF32 tensor cores; that must not lose input precision."""
+    x = (torch.randn(4096, 512, device="cuda") * 3).to(dtype)
+    acc = sp.GramAccumulator(512)
+    acc.update(x)
+    ref = x.double().T @ x.double()
+    err = (acc.G.double() - ref).abs().max() / ref.abs().max()
+    assert err < 1e-6

@@ -25,10 +25,14 @@ LLAMA3_8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, n
                  num_key_value_heads=8, max_position_embeddings=8192, rope_theta=500000.0, rms_norm_eps=1e-5)
 
 
-def build_model(layers: int, device: str, dtype: torch.dtype):
+TINY = dict(LLAMA3_8B, vocab_size=1000, hidden_size=256, intermediate_size=512, num_attention_heads=4,
+            num_key_value_heads=2)  # --tiny: the same structure, small enough to check the script on a CPU
+
+
+def build_model(layers: int, device: str, dtype: torch.dtype, shape: dict):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(num_hidden_layers=layers, **LLAMA3_8B)
+    config = LlamaConfig(num_hidden_layers=layers, **shape)
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
     prev = torch.get_default_dtype()
@@ -52,8 +56,10 @@ def main() -> None:
     ap.add_argument("--warm-start", default="wanda")
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--tiny", action="store_true", help="small dimensions, to check the script on a CPU")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    shape = TINY if args.tiny else LLAMA3_8B
     dtype = getattr(torch, args.dtype)
     cuda = args.device.startswith("cuda")
     info = {"gpu": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__, **vars(args)}
@@ -61,12 +67,12 @@ def main() -> None:
     print(json.dumps(info), flush=True)
 
     t0 = time.perf_counter()
-    model = build_model(args.layers, args.device, dtype)
+    model = build_model(args.layers, args.device, dtype, shape)
     if cuda:
         torch.cuda.synchronize()
     t_build = time.perf_counter() - t0
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, LLAMA3_8B["vocab_size"], (args.nsamples, args.seqlen), generator=g)
+    ids = torch.randint(0, shape["vocab_size"], (args.nsamples, args.seqlen), generator=g)
     calib = [{"input_ids": ids[i: i + 1].to(args.device)} for i in range(args.nsamples)]
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -80,8 +86,8 @@ def main() -> None:
     rows = report.to_dict()["sites"] if hasattr(report, "to_dict") else json.loads(report.to_json())["sites"]
     t_prune = sum(r.get("seconds", r.get("time_s", 0.0)) or 0.0 for r in rows)
     result = dict(build_s=t_build, pass_s=t_pass, prune_s=t_prune, calibrate_and_capture_s=t_pass - t_prune,
-                  peak_gib=peak, sites=len(rows),
-                  mean_reduction=sum(r.get("relative_reduction", 0.0) or 0.0 for r in rows) / max(len(rows), 1))
+                  peak_gib=peak, sites=len(report.pruned), mean_reduction=report.mean_relative_reduction,
+                  max_iters_run=max((r.get("iters") or 0) for r in rows))
     print(report)
     print(json.dumps(result, indent=1))
     if args.layers < 32:

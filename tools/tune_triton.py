@@ -21,17 +21,10 @@ from swappass.kernels import triton_search as ts  # noqa: E402
 from swappass.patterns import parse_pattern  # noqa: E402
 from swappass.search import search_rows_torch  # noqa: E402
 
-TRITON_CONFIGS = [(16, 32, 16, 8), (8, 64, 16, 8)]
-# Gluon "acc" variant (elementwise running min + register prefetch), same tuple layout
-ACC_CONFIGS = [
-    (4, 4, 4, 8, 4, 2, 2), (2, 4, 4, 8, 4, 2, 2), (2, 4, 4, 8, 4, 4, 2), (2, 4, 4, 8, 4, 2, 4), (2, 4, 4, 4, 8, 2, 2),
-    (4, 2, 4, 8, 4, 2, 2), (4, 4, 2, 8, 4, 2, 2), (2, 4, 4, 16, 2, 2, 2), (2, 4, 4, 8, 4, 1, 2), (4, 4, 4, 8, 4, 1, 2),
-]
-# Gluon: (RT, UT, BP, TR, TU, WR, WU) -- see swappass/kernels/gluon_search.py
-GLUON_CONFIGS = [(4, 4, 8, 8, 4, 4, 1)]
-# Gluon "tile_t" variant (transposed, coalesced operands; D and rows compile-time)
-TILE_T_CONFIGS = [(4, 8, 8, 8, 4, 2, 2), (4, 4, 8, 8, 4, 2, 2), (4, 4, 16, 8, 4, 2, 2), (4, 8, 8, 8, 4, 1, 4),
-                  (8, 4, 8, 4, 8, 2, 2), (4, 8, 8, 4, 8, 2, 2), (4, 4, 4, 8, 4, 2, 2)]
+TRITON_CONFIGS = [(16, 32, 16, 8), (8, 64, 16, 8)]  # portable kernel: (BR, BU, BP, num_warps)
+# Gluon kernel: (RT, UT, BP, TR, TU, WR, WU), see swappass/kernels/gluon_search.py; "gluon-p" adds prefetch
+GLUON_CONFIGS = [(4, 8, 8, 8, 4, 1, 4), (4, 8, 8, 8, 4, 2, 2), (4, 4, 8, 8, 4, 2, 2), (4, 4, 16, 8, 4, 2, 2),
+                 (8, 4, 8, 4, 8, 2, 2), (4, 8, 8, 4, 8, 2, 2), (4, 4, 4, 8, 4, 2, 2)]
 
 
 def main() -> None:
@@ -43,14 +36,14 @@ def main() -> None:
     ap.add_argument("--pattern", default="0.6")
     ap.add_argument("--check-rows", type=int, default=64)
     ap.add_argument("--top", type=int, default=5, help="configs carried from the first dim to the others")
-    ap.add_argument("--variants", nargs="+", default=["tile_t", "tile_tp"])
+    ap.add_argument("--variants", nargs="+", default=["gluon-p", "gluon", "triton"])
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--best-env", type=Path, help="write the best Gluon config as SWAPPASS_GLUON_CONFIG text")
     args = ap.parse_args()
     pattern = parse_pattern(args.pattern)
     out = []
     print(torch.cuda.get_device_name(), "triton", triton.__version__, "torch", torch.__version__)
-    table = {"acc": ACC_CONFIGS[:2], "gluon": GLUON_CONFIGS, "tile_t": TILE_T_CONFIGS, "tile_tp": TILE_T_CONFIGS}
-    candidates = [(v, cfg) for v in args.variants for cfg in table.get(v, TRITON_CONFIGS)]
+    candidates = [(v, cfg) for v in args.variants for cfg in (TRITON_CONFIGS if v == "triton" else GLUON_CONFIGS)]
     for d in args.dims:
         torch.manual_seed(0)
         X = torch.randn(d, 2048, device="cuda") * (0.1 + torch.rand(d, 1, device="cuda"))
@@ -68,12 +61,11 @@ def main() -> None:
         ref = search_rows_torch(w[:n], c[:n], keep[:n], G, gd)
         for variant, cfg in candidates:
             def call():
-                if variant in ("gluon", "acc", "tile_t", "tile_tp"):
-                    from swappass.kernels.gluon_search import row_search_gluon
+                if variant == "triton":
+                    return ts.row_search(w, c, keep, G, gd, config=cfg)
+                from swappass.kernels.gluon_search import row_search_gluon
 
-                    kind = {"gluon": "tile", "tile_tp": "tile_t"}.get(variant, variant)
-                    return row_search_gluon(w, c, keep, G, gd, config=cfg, variant=kind, prefetch=variant == "tile_tp")
-                return ts.row_search(w, c, keep, G, gd, config=cfg, variant=variant)
+                return row_search_gluon(w, c, keep, G, gd, config=cfg, prefetch=variant == "gluon-p")
             try:
                 got = call()
                 same = bool(torch.equal(got.u[:n], ref.u[:n]) and torch.equal(got.p[:n], ref.p[:n]))
@@ -98,6 +90,15 @@ def main() -> None:
                   f"{r['scores_per_s']:.3e} scores/s same={r['same']}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
+    if args.best_env:  # the Gluon configuration that was fastest over all dims, for SWAPPASS_GLUON_CONFIG
+        score = {}
+        for r in out:
+            if r["variant"] in ("gluon", "gluon-p") and r["same"]:
+                key = (*r["cfg"], int(r["variant"] == "gluon-p"))
+                score.setdefault(key, {})[r["d"]] = r["pairs_per_s"]
+        full = {k: sum(v.values()) for k, v in score.items() if len(v) == len(args.dims)}
+        if full:
+            args.best_env.write_text(",".join(map(str, max(full, key=full.get))))
 
 
 if __name__ == "__main__":

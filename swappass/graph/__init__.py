@@ -3,7 +3,7 @@ from .capture import (
     CapturedGraph, CaptureError, NodeSource, as_call, capture, capture_call, input_signature, normalize_call,
 )
 from .instrument import InstrumentedGraph
-from .observers import GramObserver, ObserverFactory, SiteObserver, gram_observer_factory
+from .observers import GramChannelObserver, GramObserver, ObserverFactory, SiteObserver, gram_observer_factory
 from .sites import DEFAULT_IGNORE, GramGroup, Site, find_sites, gram_groups, select_sites
 from .stages import SequentialOrderError, Stage, StagePlan, assign_levels, plan_stages
 
@@ -17,6 +17,7 @@ __all__ = [
     "input_signature",
     "normalize_call",
     "InstrumentedGraph",
+    "GramChannelObserver",
     "GramObserver",
     "ObserverFactory",
     "SiteObserver",

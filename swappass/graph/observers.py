@@ -2,9 +2,10 @@
 
 An observer is an ``nn.Module`` inserted into the captured graph as a ``call_module`` node that reads a site
 input; it records what it sees and returns nothing (a side branch: the model's values are unchanged).
-:class:`GramObserver` accumulates ``G = Σ x xᵀ``; other observers (per-channel means and variances, …) subclass
-:class:`SiteObserver` and add entries to :meth:`SiteObserver.statistics`. Which one is used is chosen by the
-``observer`` factory passed to :func:`swappass.prepare` / :func:`swappass.sparsify`.
+:class:`GramObserver` accumulates ``G = Σ x xᵀ``; :class:`GramChannelObserver` adds DSnoT's per-channel statistics
+(:class:`swappass.ChannelStats`); other observers subclass :class:`SiteObserver` and add entries to
+:meth:`SiteObserver.statistics`. Which one is used is chosen by the ``observer`` factory passed to
+:func:`swappass.prepare` / :func:`swappass.sparsify` (by default from the refinement method).
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..channelstats import ChannelStats
 from ..gram import GramAccumulator
 
-__all__ = ["SiteObserver", "GramObserver", "ObserverFactory", "gram_observer_factory"]
+__all__ = ["SiteObserver", "GramObserver", "GramChannelObserver", "ObserverFactory", "gram_observer_factory"]
 
 
 class SiteObserver(nn.Module):
@@ -53,7 +55,9 @@ class GramObserver(SiteObserver):
 
     ``dtype``: float32 (default) or float64. ``device``: where G is kept (default: the input's device;
     ``"cpu"`` offloads G, at the cost of one device-to-host copy of ``d_in²`` values per observed batch).
-    Non-finite inputs raise :class:`swappass.NonFiniteActivationError` naming the sites.
+    Non-finite inputs raise :class:`swappass.NonFiniteActivationError` naming the sites. ``sequences`` counts
+    the sequences seen (every index of an input's leading dimensions before ``(seq, d_in)``; a 2-D input
+    counts as one), SparseGPT's ``n_samples``.
     """
 
     def __init__(
@@ -61,22 +65,49 @@ class GramObserver(SiteObserver):
     ) -> None:
         super().__init__(name, d_in)
         self.accumulator = GramAccumulator(d_in, dtype=dtype, device=device, name=name)
+        self.sequences = 0
 
     def observe(self, x: torch.Tensor) -> None:
         self.accumulator.update(x)
+        self.sequences += x.shape[:-2].numel() if x.dim() > 2 else 1
 
     @property
     def tokens(self) -> int:
         return self.accumulator.tokens
 
     def statistics(self) -> dict[str, object]:
-        return {"G": self.accumulator.G, "tokens": self.accumulator.tokens}
+        return {"G": self.accumulator.G, "tokens": self.accumulator.tokens, "sequences": self.sequences}
 
     def release(self) -> None:
         self.accumulator.reset()
+        self.sequences = 0
 
     def extra_repr(self) -> str:
         return f"{self.name!r}, d_in={self.d_in}, tokens={self.tokens}"
+
+
+class GramChannelObserver(GramObserver):
+    """:class:`GramObserver` plus DSnoT's per-channel statistics (:class:`swappass.ChannelStats`, float64, kept
+    where G is), in ``statistics()["channel_stats"]``. Inputs are ``(..., seq, d_in)``; a 2-D input is one
+    sequence (as in the DSnoT reference, which feeds one sequence per forward pass).
+    """
+
+    def __init__(
+        self, name: str, d_in: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+    ) -> None:
+        super().__init__(name, d_in, dtype=dtype, device=device)
+        self.channels = ChannelStats(d_in, device=device, name=name)
+
+    def observe(self, x: torch.Tensor) -> None:
+        super().observe(x)
+        self.channels.update(x)
+
+    def statistics(self) -> dict[str, object]:
+        return {**super().statistics(), "channel_stats": self.channels}
+
+    def release(self) -> None:
+        super().release()
+        self.channels.reset()
 
 
 ObserverFactory = Callable[[str, int], SiteObserver]
@@ -84,11 +115,13 @@ ObserverFactory = Callable[[str, int], SiteObserver]
 
 
 def gram_observer_factory(
-    dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+    dtype: torch.dtype = torch.float32, device: torch.device | str | None = None, channel_stats: bool = False
 ) -> ObserverFactory:
-    """The default factory: :class:`GramObserver` with the given accumulation dtype and G device."""
+    """The default factory: :class:`GramObserver` with the given accumulation dtype and G device, or
+    :class:`GramChannelObserver` with ``channel_stats=True`` (what ``refine="dsnot"`` needs)."""
+    kind = GramChannelObserver if channel_stats else GramObserver
 
     def make(name: str, d_in: int) -> SiteObserver:
-        return GramObserver(name, d_in, dtype=dtype, device=device)
+        return kind(name, d_in, dtype=dtype, device=device)
 
     return make

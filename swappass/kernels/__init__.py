@@ -77,10 +77,12 @@ def _make_gpu_search(pattern: SparsityPattern, G: torch.Tensor, use_gluon: bool)
         def search(w, c, keep, active=None):
             return triton_search.nm_search(w, c, keep, blocks, gdiag, pattern.m, active=active)
     elif use_gluon:
-        from .gluon_search import row_search_gluon
+        from .gluon_search import pad_gram, row_search_gluon
+
+        Gp = pad_gram(Gf)  # once per search, not per iteration
 
         def search(w, c, keep, active=None):
-            return row_search_gluon(w, c, keep, Gf, gdiag, active=active)
+            return row_search_gluon(w, c, keep, Gp, gdiag, active=active)
     else:
         def search(w, c, keep, active=None):
             return triton_search.row_search(w, c, keep, Gf, gdiag, active=active)

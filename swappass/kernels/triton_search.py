@@ -52,45 +52,6 @@ def _finish_rows(W, B, G, OUT_VAL, OUT_U, OUT_P, best, best_p0, a_u, v_u, rows, 
 
 
 @triton.jit
-def _row_search_kernel_t(
-    W, A, B, G, ORDER, ACTIVE, OUT_VAL, OUT_U, OUT_P,
-    R, D, n_utiles,
-    BR: tl.constexpr, BU: tl.constexpr, BP: tl.constexpr,
-):
-    """Same search with the tile held as [rows, p, u]: u is the contiguous axis (G is symmetric, so
-    G[p-tile, u-tile] is loaded), and the min over p runs along a non-contiguous axis."""
-    pid_r = tl.program_id(0)
-    pid_u = tl.program_id(1)
-    slots = pid_r * BR + tl.arange(0, BR)
-    slot_ok = slots < R
-    rows = tl.load(ORDER + slots, mask=slot_ok, other=0)
-    first_active = tl.load(ACTIVE + tl.load(ORDER + pid_r * BR))
-    if first_active != 0:
-        row_ok = slot_ok & (tl.load(ACTIVE + rows, mask=slot_ok, other=0) != 0)
-        row_off = rows.to(tl.int64) * D
-        us = pid_u * BU + tl.arange(0, BU)
-        u_ok = us < D
-        ru_mask = row_ok[:, None] & u_ok[None, :]
-        a_u = tl.load(A + row_off[:, None] + us[None, :], mask=ru_mask, other=INF)
-        v_u = -2.0 * tl.load(W + row_off[:, None] + us[None, :], mask=ru_mask, other=0.0)
-        best = tl.full([BR, BU], INF, tl.float32)
-        best_p0 = tl.zeros([BR, BU], tl.int32)
-        for p0 in range(0, D, BP):
-            ps = p0 + tl.arange(0, BP)
-            p_ok = ps < D
-            rp_mask = row_ok[:, None] & p_ok[None, :]
-            w_p = tl.load(W + row_off[:, None] + ps[None, :], mask=rp_mask, other=0.0)
-            b_p = tl.load(B + row_off[:, None] + ps[None, :], mask=rp_mask, other=INF)
-            g = tl.load(G + ps.to(tl.int64)[:, None] * D + us[None, :], mask=p_ok[:, None] & u_ok[None, :], other=0.0)
-            s = (g[None, :, :] * v_u[:, None, :]) * w_p[:, :, None] + b_p[:, :, None]
-            m = tl.min(s, axis=1)
-            better = m < best
-            best = tl.where(better, m, best)
-            best_p0 = tl.where(better, p0, best_p0)
-        _finish_rows(W, B, G, OUT_VAL, OUT_U, OUT_P, best, best_p0, a_u, v_u, rows, row_ok, row_off, pid_u, D, n_utiles, BU, BP)
-
-
-@triton.jit
 def _row_search_kernel(
     W, A, B, G, ORDER, ACTIVE, OUT_VAL, OUT_U, OUT_P,
     R, D, n_utiles,
@@ -178,12 +139,10 @@ def row_search(
     gdiag: torch.Tensor,
     active: torch.Tensor | None = None,
     config: tuple[int, int, int, int] = DEFAULT_ROW_CONFIG,
-    variant: str = "up",
 ) -> SwapChoice:
     """Best swap per row over kept × pruned pairs (float32). Inactive rows return ``+inf``.
 
-    ``config`` = (BR rows, BU prune candidates, BP restore candidates per tile, num_warps); ``variant``
-    ``"up"`` holds score tiles as [rows, u, p], ``"pu"`` as [rows, p, u] (see the module docstring).
+    ``config`` = (BR rows, BU prune candidates, BP restore candidates per tile, num_warps).
     """
     R, D = w.shape
     BR, BU, BP, warps = config
@@ -194,8 +153,7 @@ def row_search(
     us = torch.zeros((R, n_utiles), dtype=torch.int32, device=w.device)
     ps = torch.zeros((R, n_utiles), dtype=torch.int32, device=w.device)
     grid = (triton.cdiv(R, BR), n_utiles)
-    kernel = {"up": _row_search_kernel, "pu": _row_search_kernel_t}[variant]
-    kernel[grid](
+    _row_search_kernel[grid](
         w, a, b, G.contiguous().float(), order, act, val, us, ps, R, D, n_utiles,
         BR=BR, BU=BU, BP=BP, num_warps=warps,
     )
