@@ -13,7 +13,6 @@ the same command started again continues from there and gives the same result.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import platform
 import sys
 import time
@@ -140,21 +139,25 @@ def _model_identity(spec: str) -> str:
 
 
 def _sparsify_extras(opts: PruneOptions) -> dict[str, Any]:
-    """``refine`` / ``refit`` for :func:`swappass.sparsify`, only when not the default (older builds lack them)."""
-    from .pipeline import sparsify
-
+    """``refine`` / ``refit`` for :func:`swappass.sparsify`, passed only when not the default."""
     extras: dict[str, Any] = {}
     if opts.refine != REFINE_CHOICES[0]:
         extras["refine"] = opts.refine
     if opts.refit != REFIT_CHOICES[0]:
         extras["refit"] = opts.refit
-    params = inspect.signature(sparsify).parameters
-    missing = [k for k in extras if k not in params]
-    if missing:
-        raise PruneInputError(
-            f"--{missing[0]} {extras[missing[0]]}: this swappass build's sparsify() has no {missing[0]!r} option yet"
-        )
     return extras
+
+
+def _check_methods(opts: PruneOptions, pattern) -> None:
+    """Reject a method combination the pass cannot run (e.g. --refit sparsegpt without SparseGPT's own mask)."""
+    from .prune import check_prune_options
+
+    refit = False if opts.refit == REFIT_CHOICES[0] else opts.refit
+    try:
+        check_prune_options(pattern, opts.warm_start, opts.refine, refit, opts.iters)
+    except ValueError as exc:
+        flags = f"--warm-start {opts.warm_start} --refine {opts.refine} --refit {opts.refit} --pattern {pattern}"
+        raise PruneInputError(f"{flags}: {exc}") from exc
 
 
 def check_options(opts: PruneOptions) -> dict[str, Any]:
@@ -181,7 +184,7 @@ def check_options(opts: PruneOptions) -> dict[str, Any]:
             require_matplotlib()
         except PlotError as exc:
             raise PruneInputError(f"--plot: {exc}") from exc
-    _sparsify_extras(opts)
+    _check_methods(opts, pattern)
     calib, calib_sha = _calib_identity(opts.calib)
     return {
         "model": _model_identity(opts.model),

@@ -332,6 +332,8 @@ def test_hub_dataset_calibration(monkeypatch, tiny):
     (["--calib", "no_such_file.txt"], "no such file"),
     (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "nonsense"], "--device"),
     (["--targets", "no_such_layer"], "matched no prunable Linear site"),
+    (["--refit", "sparsegpt"], "refit='sparsegpt' writes SparseGPT's own updated weights"),
+    (["--refine", "dsnot", "--pattern", "unstructured:0.5"], "refine='dsnot' keeps every row's kept count"),
 ])
 def test_bad_options_exit_2_and_write_nothing(tiny, tmp_path, capsys, bad, message):
     model_dir, text = tiny
@@ -488,16 +490,59 @@ def test_refine_and_refit_reach_sparsify_only_when_not_default(tiny, tmp_path, m
     assert recipe["refine"] == "dsnot" and recipe["refit"] == "lstsq"
 
 
-def test_refine_option_unknown_to_this_sparsify_is_a_clear_error(tiny, tmp_path, capsys, monkeypatch):
-    import inspect
-
-    import swappass.pipeline as pipeline
-
-    if "refine" in inspect.signature(pipeline.sparsify).parameters:
-        pytest.skip("this build's sparsify takes refine=")
+@pytest.mark.parametrize("flags", [
+    ["--pattern", "0.5", "--refine", "dsnot"],
+    ["--pattern", "0.5", "--refit", "lstsq", "--onnx"],
+    ["--pattern", "2:4", "--warm-start", "sparsegpt", "--refine", "none", "--refit", "sparsegpt"],
+])
+def test_refine_and_refit_end_to_end(tiny, tmp_path, flags):
     model_dir, text = tiny
-    assert prune(model_dir, "--out", tmp_path / "o", "--calib", text, *SMALL, "--refine", "dsnot") == 2
-    assert "has no 'refine' option" in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert prune(model_dir, "--out", out, "--calib", text, *SMALL, *flags) == 0
+    record = json.loads((out / RUN_FILE).read_text())
+    rows = [r for r in record["report"]["sites"] if r["status"] == "pruned"]
+    refine = flags[flags.index("--refine") + 1] if "--refine" in flags else "swaps"
+    refit = flags[flags.index("--refit") + 1] if "--refit" in flags else "none"
+    assert record["recipe"]["refine"] == refine and record["recipe"]["refit"] == refit
+    params = dict(transformers.AutoModelForCausalLM.from_pretrained(out).named_parameters())
+    dense = dict(transformers.AutoModelForCausalLM.from_pretrained(model_dir).named_parameters())
+    changed = 0
+    for name, rec in load_masks(out / MASKS_FILE).items():
+        rec.check()
+        w = params[name].detach()
+        assert not w[~rec.mask].any(), name  # exactly zero where pruned, refit or not
+        changed += not torch.equal(w, dense[name].detach() * rec.mask)
+    if refit == "none":
+        assert changed == 0  # mask-only methods keep the kept weights
+        if refine == "dsnot":  # DSnoT refines the attention sites only (its reference's skip_layer="mlp")
+            assert {r["refine"] for r in rows if ".self_attn." in r["name"]} == {"dsnot"}
+            assert {r["refine"] for r in rows if ".mlp." in r["name"]} == {"none"}
+    else:
+        assert changed == len(rows)
+        assert all(r["refit"] == refit and r["loss_refit"] is not None for r in rows)
+    if "--onnx" in flags:
+        assert record["onnx"]["passed"]  # the audit accepts refitted kept values
+
+
+def test_resume_with_a_refit_restores_the_refitted_weights(tiny, tmp_path, monkeypatch):
+    model_dir, text = tiny
+    args = [model_dir, "--pattern", "0.5", "--refit", "lstsq", "--calib", text, *SMALL]
+    assert prune(*args, "--out", tmp_path / "straight") == 0
+    real_save = LevelCheckpoints.save_level
+
+    def save_then_fail(self, state):
+        real_save(self, state)
+        if state.level == 2:
+            assert state.weights  # the refitted values are part of the checkpoint
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(LevelCheckpoints, "save_level", save_then_fail)
+    out = tmp_path / "resumed"
+    assert prune(*args, "--out", out) == cli.EXIT_INTERRUPTED
+    monkeypatch.setattr(LevelCheckpoints, "save_level", real_save)
+    assert prune(*args, "--out", out) == 0
+    a, b = load_file(str(tmp_path / "straight" / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 # ------------------------------------------------------------------------------------------------ plot, entry point
