@@ -87,6 +87,7 @@ def add_prune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 def run_prune(args: argparse.Namespace) -> int:
     """``swappass prune``; returns the exit status."""
+    from .gram import NonFiniteActivationError
     from .graph import CaptureError
     from .prune_run import PruneInputError, PruneOptions, prune_to_dir
 
@@ -103,6 +104,8 @@ def run_prune(args: argparse.Namespace) -> int:
         return _bad_input(str(exc))
     except CaptureError as exc:
         return _bad_input(f"the model could not be captured as a graph: {exc}")
+    except NonFiniteActivationError as exc:  # finished levels stay in the checkpoint
+        return _bad_input(f"{exc}; with --dtype float16/bfloat16 try --dtype float32")
     except KeyboardInterrupt:
         print("swappass prune: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

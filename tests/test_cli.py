@@ -468,6 +468,33 @@ def test_failed_onnx_verification_exits_1_and_is_recorded(tiny, tmp_path, capsys
     assert json.loads((out / RUN_FILE).read_text())["onnx"]["passed"] is True
 
 
+def test_ignore_adds_to_the_default_selection(tiny, tmp_path):
+    model_dir, text = tiny
+    out = tmp_path / "out"
+    assert prune(model_dir, "--out", out, "--calib", text, *SMALL, "--ignore", "down_proj,o_proj",
+                 "--targets", r"re:model\.layers\.0\.", "--targets", "lm_head") == 0
+    rows = {r["name"]: r for r in json.loads((out / RUN_FILE).read_text())["report"]["sites"]}
+    assert rows["lm_head"]["status"] == "ignored"  # --ignore never re-enables the output projection
+    assert rows["model.layers.0.mlp.down_proj"]["reason"] == "matched ignore 'down_proj'"
+    assert rows["model.layers.1.self_attn.q_proj"]["reason"] == "not matched by targets"
+    assert {n for n, r in rows.items() if r["status"] == "pruned"} == {
+        f"model.layers.0.{p}" for p in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                        "mlp.gate_proj", "mlp.up_proj")
+    }
+
+
+def test_non_finite_activations_are_reported(tiny, tmp_path, capsys, monkeypatch):
+    import swappass.pipeline as pipeline
+    from swappass.gram import NonFiniteActivationError
+
+    def nan_everywhere(*a, **k):
+        raise NonFiniteActivationError("model.layers.0.self_attn.q_proj+k_proj+v_proj: NaN in the inputs")
+
+    monkeypatch.setattr(pipeline, "sparsify", nan_everywhere)
+    assert prune(tiny[0], "--out", tmp_path / "out", "--calib", tiny[1], *SMALL) == cli.EXIT_BAD_INPUT
+    assert "q_proj+k_proj+v_proj: NaN in the inputs; with --dtype float16/bfloat16" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------------ refine / refit
 def test_refine_and_refit_reach_sparsify_only_when_not_default(tiny, tmp_path, monkeypatch):
     import swappass.pipeline as pipeline
