@@ -190,15 +190,17 @@ def convert(
     backend: str = "auto",
     device: torch.device | str | None = None,
     progress: bool = True,
+    group: torch.distributed.ProcessGroup | None = None,
 ) -> SparsifyReport:
     """Prune every observed group not pruned yet, write the weights into the model, remove the observers.
 
-    Returns the report (``prepared.report``). Raises if some group saw no calibration data.
+    Returns the report (``prepared.report``). Raises if some group saw no calibration data. ``group``: see
+    :func:`sparsify`.
     """
     t0 = time.perf_counter()
     _check_method(warm_start, max_iters)
     todo = [g for g in prepared.groups if g.key not in prepared.converted]
-    _convert_groups(prepared, todo, warm_start, max_iters, backend, device, progress, desc="prune")
+    _convert_groups(prepared, todo, warm_start, max_iters, backend, device, progress, desc="prune", process_group=group)
     prepared.remove_observers()
     prepared.report.seconds += time.perf_counter() - t0
     return prepared.report
@@ -227,6 +229,7 @@ def _convert_groups(
     device: torch.device | str | None,
     progress: bool,
     desc: str,
+    process_group: torch.distributed.ProcessGroup | None = None,
 ) -> None:
     bar = tqdm(total=sum(len(g.sites) for g in groups), desc=desc, unit="site", leave=False, disable=not progress)
     for group in groups:
@@ -241,7 +244,7 @@ def _convert_groups(
             [s.user_weight() for s in group.sites], stats["G"], prepared.pattern,
             warm_start=warm_start, max_iters=max_iters, backend=backend,
             device=device if device is not None else group.sites[0].weight.device,
-            statistics=stats, name=group.key,
+            statistics=stats, name=group.key, group=process_group,
         )
         for site, res in zip(group.sites, results):
             stored = _write_back(site, res.mask, res.weight)
@@ -289,6 +292,7 @@ def sparsify(
     observer: ObserverFactory | None = None,
     method: str = "auto",
     progress: bool = True,
+    group: torch.distributed.ProcessGroup | None = None,
 ) -> tuple[nn.Module, SparsifyReport]:
     """Prune the Linear layers of ``model`` in place with warm start + exact 1-swap refinement.
 
@@ -311,6 +315,9 @@ def sparsify(
         observer: custom observer factory (see :mod:`swappass.graph.observers`).
         method: capture method (``"auto"``, ``"export"``, ``"symbolic_trace"``).
         progress: show tqdm progress bars (levels, calibration items, sites).
+        group: a ``torch.distributed`` process group (e.g. from :func:`swappass.distributed.init_distributed`):
+            every rank runs this same call (same model, calibration data, settings) and each refines a slice of
+            every site's rows; all ranks end with the same pruned model, bit for bit the single-process one.
 
     Returns ``(model, report)``. Raises ``ValueError`` for an empty calibration set,
     :class:`swappass.NonFiniteActivationError` (naming the sites) for NaN/Inf activations and
@@ -344,7 +351,7 @@ def sparsify(
                 f"separately; cut them to one length (e.g. swappass.data.calibration_windows) to save time",
                 stacklevel=2,
             )
-        _calibrate_and_convert(prepared, calls, dev, warm_start, max_iters, backend, device, progress)
+        _calibrate_and_convert(prepared, calls, dev, warm_start, max_iters, backend, device, progress, group=group)
         prepared.remove_observers()
     finally:
         model.train(was_training)
@@ -390,6 +397,7 @@ def _calibrate_and_convert(
     backend: str,
     device: torch.device | str | None,
     progress: bool,
+    group: torch.distributed.ProcessGroup | None = None,
 ) -> None:
     """Stage by stage over all calibration items, pruning each level's groups right after its stage."""
     work = []  # (plan, per-item cache or the call itself until stage 0 turns it into one)
@@ -415,4 +423,4 @@ def _calibrate_and_convert(
             item[1] = state
         level_groups = [g for g in groups if g.level == k]
         _convert_groups(prepared, level_groups, warm_start, max_iters, backend, device, progress,
-                        desc=f"prune level {k}")
+                        desc=f"prune level {k}", process_group=group)

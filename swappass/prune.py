@@ -57,6 +57,7 @@ def prune_weights(
     device: torch.device | str | None = None,
     statistics: Mapping[str, object] | None = None,
     name: str = "layer",
+    group: torch.distributed.ProcessGroup | None = None,
 ) -> list[PruneResult]:
     """Choose masks for weights that read the same inputs.
 
@@ -72,6 +73,8 @@ def prune_weights(
         device: where the work runs (default: the first weight's device).
         statistics: everything the observer collected (``"G"``, ``"tokens"``, …) for methods that need more.
         name: names the weights in error messages.
+        group: a ``torch.distributed`` process group to split the refinement's rows over its ranks (every rank
+            calls this with the same arguments and gets the same result); see :func:`swappass.refine_mask`.
 
     Returns one :class:`PruneResult` per weight, masks on ``device``.
     """
@@ -101,7 +104,7 @@ def prune_weights(
     out: list[PruneResult] = []
     for W_all, start, members in parts:
         t0 = time.perf_counter()
-        res = refine_mask(W_all, Gd, start, pattern, max_iters, backend=backend, name=name)
+        res = refine_mask(W_all, Gd, start, pattern, max_iters, backend=backend, name=name, group=group)
         refine_seconds = time.perf_counter() - t0
         r0 = 0
         for W in members:
