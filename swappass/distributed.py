@@ -20,23 +20,25 @@ import math
 import os
 import time
 from datetime import timedelta
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
 
 __all__ = [
-    "DistributedRowsError",
+    "DistributedError",
     "init_distributed",
     "rank_device",
     "get_rank",
     "get_world_size",
     "is_main_process",
+    "main_process_only",
     "row_partition",
     "row_range",
     "map_rows",
 ]
 
+T = TypeVar("T")
 NCCL_SETTINGS = {"NCCL_NVLS_ENABLE": "0"}  # NVLink multicast off (workplace rule); NCCL reads it at its init
 
 
@@ -48,8 +50,8 @@ def _configure_nccl() -> None:
 _configure_nccl()
 
 
-class DistributedRowsError(RuntimeError):
-    """Another rank failed while the rows were split, or the ranks' inputs differ."""
+class DistributedError(RuntimeError):
+    """Another rank failed (while the rows were split, or in main_process_only), or the ranks' inputs differ."""
 
 
 # ------------------------------------------------------------------------------------------------- launch
@@ -107,6 +109,29 @@ def is_main_process(group: dist.ProcessGroup | None = None) -> bool:
     return get_rank(group) == 0
 
 
+def main_process_only(fn: Callable[[], T], group: dist.ProcessGroup | None = None, *, what: str = "rank 0's work"
+                      ) -> T | None:
+    """Run ``fn()`` on rank 0 only (writing files, printing tables) while the other ranks wait for it.
+
+    Returns ``fn()``'s result on rank 0 and ``None`` elsewhere. If ``fn`` raises, rank 0 raises it and every
+    other rank raises :class:`DistributedError` naming ``what``, so that no rank waits forever.
+    """
+    if group is None or dist.get_world_size(group) == 1:
+        return fn()
+    _check_group(group)
+    result, error = None, None
+    if dist.get_rank(group) == 0:
+        try:
+            result = fn()
+        except Exception as exc:  # every rank learns of it below, then raises
+            error = exc
+    failed = torch.tensor([error is not None], dtype=torch.long, device=_comm_device(group))
+    dist.all_reduce(failed, op=dist.ReduceOp.MAX, group=group)
+    if failed.item():
+        _raise_everywhere(error, group, what)
+    return result
+
+
 # ---------------------------------------------------------------------------------------------- partition
 def row_partition(n_rows: int, tile: int, world: int) -> list[tuple[int, int]]:
     """Contiguous ``[lo, hi)`` row slices, one per rank, made of whole tiles of ``tile`` rows from row 0.
@@ -162,7 +187,7 @@ def map_rows(
     also for an empty slice) and an iteration count. Returns the full tensors (rows ``0:n_rows``, on the
     collective's device), the largest count over ranks and timing info. Every rank must call this with the
     same ``n_rows``, ``tile`` and ``inputs``: the ``inputs`` are compared across ranks first. If ``work`` raises
-    on any rank, every rank raises (the failing one its own exception, the others :class:`DistributedRowsError`).
+    on any rank, every rank raises (the failing one its own exception, the others :class:`DistributedError`).
     """
     _check_group(group)
     world, rank = dist.get_world_size(group), dist.get_rank(group)
@@ -176,11 +201,13 @@ def map_rows(
         pieces, iters = work(lo, hi)
     except Exception as exc:  # every rank learns of it below, then raises
         error, pieces, iters = exc, [], 0
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)  # the busy time includes the slice's queued GPU work
     t1 = time.perf_counter()
     status = torch.tensor([error is not None, iters], dtype=torch.long, device=dev)
     dist.all_reduce(status, op=dist.ReduceOp.MAX, group=group)
     if status[0].item():
-        _raise_everywhere(error, group, name)
+        _raise_everywhere(error, group, f"{name}: refining the rows")
     full = _all_gather_rows(pieces, [b - a for a, b in parts], group, dev)
     info = {"world_size": world, "rank": rank, "rows": (lo, hi), "seconds": t1 - t0,
             "wait_seconds": time.perf_counter() - t1}
@@ -194,7 +221,7 @@ def _raise_everywhere(error: Exception | None, group: dist.ProcessGroup, name: s
     if error is not None:
         raise error
     failed = "; ".join(f"rank {r} ({m})" for r, m in enumerate(messages) if m is not None)
-    raise DistributedRowsError(f"{name}: refining the rows failed on {failed}")
+    raise DistributedError(f"{name} failed on {failed}")
 
 
 def _fingerprint(t: torch.Tensor) -> torch.Tensor:
@@ -219,7 +246,7 @@ def _check_same_inputs(inputs: Sequence[torch.Tensor], group: dist.ProcessGroup,
     for r, theirs in enumerate(every[1:], start=1):
         differ = [i for i in range(len(inputs)) if not torch.equal(theirs[i], every[0][i])]
         if differ:
-            raise DistributedRowsError(
+            raise DistributedError(
                 f"{name}: the ranks' inputs differ (input(s) {differ} of rank {r} are not rank 0's): every rank "
                 f"must run the same model, calibration data and settings for the rows to be split"
             )
