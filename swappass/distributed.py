@@ -20,7 +20,7 @@ import math
 import os
 import time
 from datetime import timedelta
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Mapping, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -33,6 +33,7 @@ __all__ = [
     "get_world_size",
     "is_main_process",
     "main_process_only",
+    "run_agreed",
     "row_partition",
     "row_range",
     "map_rows",
@@ -119,12 +120,21 @@ def main_process_only(fn: Callable[[], T], group: dist.ProcessGroup | None = Non
     if group is None or dist.get_world_size(group) == 1:
         return fn()
     _check_group(group)
+    return run_agreed(fn if dist.get_rank(group) == 0 else lambda: None, group, what=what)
+
+
+def run_agreed(fn: Callable[[], T], group: dist.ProcessGroup, *, what: str = "a step") -> T:
+    """Run ``fn()`` on every rank of ``group``; if it raises on any rank, every rank raises.
+
+    The failing ranks raise their own exception, the others :class:`DistributedError` naming ``what``, the
+    failing ranks and their messages; no rank is left waiting in a later collective. Returns ``fn()``'s result.
+    """
+    _check_group(group)
     result, error = None, None
-    if dist.get_rank(group) == 0:
-        try:
-            result = fn()
-        except Exception as exc:  # every rank learns of it below, then raises
-            error = exc
+    try:
+        result = fn()
+    except Exception as exc:  # every rank learns of it below, then raises
+        error = exc
     failed = torch.tensor([error is not None], dtype=torch.long, device=_comm_device(group))
     dist.all_reduce(failed, op=dist.ReduceOp.MAX, group=group)
     if failed.item():
@@ -178,7 +188,7 @@ def map_rows(
     group: dist.ProcessGroup,
     work: Work,
     *,
-    inputs: Sequence[torch.Tensor] = (),
+    inputs: Mapping[str, torch.Tensor] | None = None,
     name: str = "layer",
 ) -> tuple[list[torch.Tensor], int, dict]:
     """Run ``work(lo, hi)`` on this rank's slice and all-gather the results on every rank.
@@ -186,32 +196,30 @@ def map_rows(
     ``work`` returns per-row tensors (first dimension ``hi − lo``; same dtypes and trailing shapes on every rank,
     also for an empty slice) and an iteration count. Returns the full tensors (rows ``0:n_rows``, on the
     collective's device), the largest count over ranks and timing info. Every rank must call this with the
-    same ``n_rows``, ``tile`` and ``inputs``: the ``inputs`` are compared across ranks first. If ``work`` raises
-    on any rank, every rank raises (the failing one its own exception, the others :class:`DistributedError`).
+    same ``n_rows``, ``tile`` and ``inputs`` (named tensors, compared across ranks first). If ``work`` raises on
+    any rank, every rank raises (see :func:`run_agreed`).
     """
     _check_group(group)
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     parts = row_partition(n_rows, tile, world)
     lo, hi = parts[rank]
     dev = _comm_device(group)
-    _check_same_inputs(inputs, group, dev, name)
+    _check_same_inputs(inputs or {}, group, dev, name)
     t0 = time.perf_counter()
-    error: Exception | None = None
-    try:
-        pieces, iters = work(lo, hi)
-    except Exception as exc:  # every rank learns of it below, then raises
-        error, pieces, iters = exc, [], 0
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)  # the busy time includes the slice's queued GPU work
+    pieces, iters = run_agreed(lambda: _synchronized(work(lo, hi), dev), group, what=f"{name}: refining the rows")
     t1 = time.perf_counter()
-    status = torch.tensor([error is not None, iters], dtype=torch.long, device=dev)
-    dist.all_reduce(status, op=dist.ReduceOp.MAX, group=group)
-    if status[0].item():
-        _raise_everywhere(error, group, f"{name}: refining the rows")
+    most = torch.tensor([iters], dtype=torch.long, device=dev)
+    dist.all_reduce(most, op=dist.ReduceOp.MAX, group=group)
     full = _all_gather_rows(pieces, [b - a for a, b in parts], group, dev)
     info = {"world_size": world, "rank": rank, "rows": (lo, hi), "seconds": t1 - t0,
             "wait_seconds": time.perf_counter() - t1}
-    return full, int(status[1].item()), info
+    return full, int(most.item()), info
+
+
+def _synchronized(result: T, dev: torch.device) -> T:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)  # the busy time includes the slice's queued GPU work
+    return result
 
 
 def _raise_everywhere(error: Exception | None, group: dist.ProcessGroup, name: str) -> None:
@@ -236,19 +244,21 @@ def _fingerprint(t: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.tensor(list(t.shape), dtype=torch.long), sums.view(torch.long)])
 
 
-def _check_same_inputs(inputs: Sequence[torch.Tensor], group: dist.ProcessGroup, dev: torch.device, name: str) -> None:
-    """Raise on every rank if any rank's inputs differ from rank 0's (their fingerprints are compared)."""
+def _check_same_inputs(
+    inputs: Mapping[str, torch.Tensor], group: dist.ProcessGroup, dev: torch.device, name: str
+) -> None:
+    """Raise on every rank if any rank's 2-D ``inputs`` differ from rank 0's (their fingerprints are compared)."""
     if not inputs:
         return
-    mine = torch.stack([_fingerprint(t) for t in inputs]).to(dev)
+    mine = torch.stack([_fingerprint(t) for t in inputs.values()]).to(dev)
     every = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
     dist.all_gather(every, mine, group=group)
     for r, theirs in enumerate(every[1:], start=1):
-        differ = [i for i in range(len(inputs)) if not torch.equal(theirs[i], every[0][i])]
+        differ = [key for i, key in enumerate(inputs) if not torch.equal(theirs[i], every[0][i])]
         if differ:
             raise DistributedError(
-                f"{name}: the ranks' inputs differ (input(s) {differ} of rank {r} are not rank 0's): every rank "
-                f"must run the same model, calibration data and settings for the rows to be split"
+                f"{name}: the ranks' inputs differ ({', '.join(differ)} of rank {r} differ from rank 0's): every "
+                f"rank must run the same model, calibration data and settings for the rows to be split"
             )
 
 
@@ -259,7 +269,7 @@ def _all_gather_rows(
     n = pieces[0].shape[0]
     layout = [(t.dtype, tuple(t.shape[1:])) for t in pieces]
     cols = [t.reshape(n, math.prod(t.shape[1:])).contiguous().view(torch.uint8) for t in pieces]
-    packed = torch.cat(cols, dim=1).to(dev) if cols else torch.zeros(n, 0, dtype=torch.uint8, device=dev)
+    packed = torch.cat(cols, dim=1).to(dev)
     buf = torch.zeros(max(counts), packed.shape[1], dtype=torch.uint8, device=dev)
     buf[:n] = packed
     every = [torch.empty_like(buf) for _ in counts]

@@ -8,7 +8,7 @@ incrementally (Eq. 4) and re-derived exactly every ``resync_every`` iterations s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -272,6 +272,64 @@ def refine_mask(
             W, G, mask, pattern, max_iters, rtol=rtol, resync_every=resync_every, device=device, dtype=dtype,
             backend=backend, name=name,
         )
+    def prepare() -> _Plan:
+        return _prepare(W, G, mask, pattern, max_iters, rtol, batch_rows, device, dtype, backend, name, group)
+
+    # with a group, a failure on any rank (bad input, out of memory) makes every rank raise instead of waiting
+    plan = prepare() if group is None else _distributed().run_agreed(prepare, group, what=f"{name}: preparing")
+
+    def work(r0: int, r1: int) -> tuple[list[torch.Tensor], int]:
+        return _refine_rows(W, plan.Gw, mask, r0, r1, plan.search, plan.rows_per_batch, max_iters, plan.rtol,
+                            resync_every)
+
+    dev, d_out = plan.Gw.device, W.shape[0]
+    info = {"backend": plan.backend, "dtype": str(plan.Gw.dtype).replace("torch.", ""),
+            "batch_rows": plan.rows_per_batch}
+    if group is None:
+        (out_mask, swaps, loss_before, loss_after), iters = work(0, d_out)
+    else:
+        pieces, iters, info["distributed"] = _distributed().map_rows(
+            d_out, plan.tile, group, work, inputs={"W": W, "G": G, "mask": mask}, name=name
+        )
+        out_mask, swaps, loss_before, loss_after = (t.to(dev) for t in pieces)
+    target = W.device
+    return RefineResult(
+        mask=out_mask.to(target),
+        loss_before=loss_before.to(target),
+        loss_after=loss_after.to(target),
+        swaps=swaps.to(target),
+        iters=iters,
+        info=info,
+    )
+
+
+class _Plan(NamedTuple):
+    """What refine_mask settles before refining: G as the search uses it (work device and dtype, symmetric),
+    the swap tolerance, the backend and its search, the row tile and the rows per batch (whole tiles)."""
+
+    Gw: torch.Tensor
+    rtol: float
+    backend: str
+    search: Callable[..., SwapChoice]
+    tile: int
+    rows_per_batch: int
+
+
+def _prepare(
+    W: torch.Tensor,
+    G: torch.Tensor,
+    mask: torch.Tensor,
+    pattern: SparsityPattern,
+    max_iters: int,
+    rtol: float | None,
+    batch_rows: int | None,
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+    backend: str,
+    name: str,
+    group: torch.distributed.ProcessGroup | None,
+) -> _Plan:
+    """Check refine_mask's inputs and set up its search (for this rank's rows when ``group`` is given)."""
     if not isinstance(pattern, (RowSparsity, NMSparsity)):
         raise TypeError(f"{name}: refine_mask handles per-row, N:M and unstructured patterns, got {pattern}")
     check_layer(W, G, mask, pattern, name=name)
@@ -289,28 +347,7 @@ def refine_mask(
     lo, hi = (0, d_out) if group is None else _distributed().row_range(d_out, tile, group)
     rows_per_batch, chunk_elems = _memory_plan(max(1, hi - lo), d_in, dev, Gw.element_size(), batch_rows)
     rows_per_batch = -(-rows_per_batch // tile) * tile  # batches start on row tiles
-    search = _make_search(backend, pattern, Gw, chunk_elems)
-
-    def work(r0: int, r1: int) -> tuple[list[torch.Tensor], int]:
-        return _refine_rows(W, Gw, mask, r0, r1, search, rows_per_batch, max_iters, rtol, resync_every)
-
-    info = {"backend": backend, "dtype": str(dt).replace("torch.", ""), "batch_rows": rows_per_batch}
-    if group is None:
-        (out_mask, swaps, loss_before, loss_after), iters = work(0, d_out)
-    else:
-        pieces, iters, info["distributed"] = _distributed().map_rows(
-            d_out, tile, group, work, inputs=(W, G, mask), name=name
-        )
-        out_mask, swaps, loss_before, loss_after = (t.to(dev) for t in pieces)
-    target = W.device
-    return RefineResult(
-        mask=out_mask.to(target),
-        loss_before=loss_before.to(target),
-        loss_after=loss_after.to(target),
-        swaps=swaps.to(target),
-        iters=iters,
-        info=info,
-    )
+    return _Plan(Gw, rtol, backend, _make_search(backend, pattern, Gw, chunk_elems), tile, rows_per_batch)
 
 
 def _refine_rows(

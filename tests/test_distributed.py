@@ -228,9 +228,25 @@ def worker_failures(rank, world, group):
         sp.refine_mask(W, G * (2.0 if rank == 1 else 1.0), mask, pattern, group=group, **kw)
     except Exception as exc:
         seen["inputs"] = (type(exc).__name__, str(exc))
-    # 3. the group is still usable afterwards
+    # 3. bad input on one rank only (a NaN weight): rank 1 raises its ValueError, rank 0 does not wait for it
+    bad = W.clone()
+    if rank == 1:
+        bad[3, 5] = float("nan")
+    try:
+        sp.refine_mask(bad, G, mask, pattern, group=group, **kw)
+    except Exception as exc:
+        seen["bad_input"] = (type(exc).__name__, str(exc))
+    # 4. rank-0-only work (writing files) that fails: rank 0 raises it, rank 1 learns of it
+    from swappass.distributed import main_process_only
+
+    try:
+        main_process_only(lambda: 1 / 0, group, what="writing the output")
+    except Exception as exc:
+        seen["main_only"] = (type(exc).__name__, str(exc))
+    seen["main_only_ok"] = main_process_only(lambda: "written", group)
+    # 5. the group is still usable afterwards
     seen["after"] = _result(sp.refine_mask(W, G, mask, pattern, group=group, **kw))
-    # 4. rank 1 dies without a word: rank 0's collective raises instead of waiting forever
+    # 6. rank 1 dies without a word: rank 0's collective raises instead of waiting forever
     if rank == 1:
         save_result(rank, {"ok": seen})
         hard_exit(3)
@@ -252,7 +268,14 @@ def test_a_failing_rank_makes_every_rank_raise_without_hanging(tmp_path):
     kind, msg = seen["work"]
     assert kind == "DistributedError" and "rank 1" in msg and "injected failure on rank 1" in msg
     kind, msg = seen["inputs"]
-    assert kind == "DistributedError" and "inputs differ" in msg and "rank 1" in msg
+    assert kind == "DistributedError" and "inputs differ" in msg and "G of rank 1" in msg
+    kind, msg = seen["bad_input"]
+    assert kind == "DistributedError" and "rank 1 (ValueError" in msg and "non-finite" in msg
+    assert results[1]["ok"]["bad_input"][0] == "ValueError"
+    assert seen["main_only"][0] == "ZeroDivisionError" and seen["main_only_ok"] == "written"
+    kind, msg = results[1]["ok"]["main_only"]
+    assert kind == "DistributedError" and msg.startswith("writing the output failed on rank 0 (ZeroDivisionError")
+    assert results[1]["ok"]["main_only_ok"] is None
     W, G, mask, pattern, kw = make_case(0)
     assert_same_result(seen["after"], _result(sp.refine_mask(W, G, mask, pattern, **kw)), "after errors")
     assert "dead_peer" in seen, "rank 0 raised when its peer died"
