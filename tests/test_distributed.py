@@ -169,6 +169,12 @@ def sparsify_tiny(pattern: str, group=None):
             "mean_reduction": report.mean_relative_reduction}
 
 
+def refine_unstructured_case(group=None) -> dict:
+    W, G, _, _, _ = make_case(0)
+    mask = sp.warm_start(W, G, "unstructured:0.6", "wanda")
+    return _result(sp.refine_mask(W, G, mask, "unstructured:0.6", max_iters=10, group=group))
+
+
 def worker_equivalence(rank, world, group):
     register_device_loop_backend()
     out = {}
@@ -176,6 +182,7 @@ def worker_equivalence(rank, world, group):
         W, G, mask, pattern, kw = make_case(i)
         res = sp.refine_mask(W, G, mask, pattern, group=group, batch_rows=1 if i % 2 else None, **kw)
         out[i] = {**_result(res), "slice": res.info["distributed"]["rows"]}
+    out["unstructured"] = refine_unstructured_case(group)  # not split: every rank refines all, same result
     out["sparsify"] = sparsify_tiny("0.6", group)  # 2:4 through the whole launch: the torchrun test
     return out
 
@@ -194,6 +201,9 @@ def test_two_ranks_give_the_single_process_result_bit_for_bit(tmp_path):
         slices = [got[r][i]["slice"] for r in range(2)]
         assert slices == row_partition(CASES[i][0], 64, 2)
     assert got[0][0]["swaps"].sum() > 0, "the refinement did something"
+    ref = refine_unstructured_case()
+    for r in range(2):
+        assert_same_result(got[r]["unstructured"], ref, f"unstructured, rank {r}")
     ref = sparsify_tiny("0.6")
     for r in range(2):
         mine = got[r]["sparsify"]
