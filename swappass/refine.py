@@ -263,6 +263,8 @@ def refine_mask(
             (default): all rows in this process. Unstructured budgets are not split (every rank refines all).
 
     Returns a :class:`RefineResult`; the mask is on W's device. Deterministic for fixed inputs and settings.
+    With a group, ``info["distributed"]`` holds the world size, this rank, its rows ``(lo, hi)``, the seconds it
+    spent on them and the seconds it then waited for the others and the gather.
     """
     pattern = parse_pattern(pattern)
     if isinstance(pattern, UnstructuredSparsity):
