@@ -274,6 +274,7 @@ def refine_mask(
             W, G, mask, pattern, max_iters, rtol=rtol, resync_every=resync_every, device=device, dtype=dtype,
             backend=backend, name=name,
         )
+
     def prepare() -> _Plan:
         return _prepare(W, G, mask, pattern, max_iters, rtol, batch_rows, device, dtype, backend, name, group)
 
