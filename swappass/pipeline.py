@@ -221,11 +221,13 @@ def convert(
     progress: bool = True,
     refine: str | None = None,
     refit: bool | str = False,
+    group: torch.distributed.ProcessGroup | None = None,
 ) -> SparsifyReport:
     """Prune every observed group not pruned yet, write the weights into the model, remove the observers.
 
-    ``warm_start`` / ``refine`` / ``refit`` / ``max_iters`` as in :func:`sparsify` (``refine=None``: the one given
-    to :func:`prepare`). Returns the report (``prepared.report``). Raises if some group saw no calibration data.
+    ``warm_start`` / ``refine`` / ``refit`` / ``max_iters`` / ``group`` as in :func:`sparsify` (``refine=None``: the
+    one given to :func:`prepare`). Returns the report (``prepared.report``). Raises if some group saw no calibration
+    data.
     """
     t0 = time.perf_counter()
     refine = prepared.refine if refine is None else refine
@@ -234,7 +236,8 @@ def convert(
     todo = [g for g in prepared.groups if g.key not in prepared.converted]
     if refine == "dsnot":
         _check_channel_stats(prepared, todo)
-    _convert_groups(prepared, todo, warm_start, max_iters, backend, device, progress, desc="prune")
+    _convert_groups(prepared, todo, warm_start, max_iters, backend, device, progress, desc="prune",
+                    process_group=group)
     prepared.remove_observers()
     prepared.report.seconds += time.perf_counter() - t0
     return prepared.report
@@ -273,6 +276,7 @@ def _convert_groups(
     device: torch.device | str | None,
     progress: bool,
     desc: str,
+    process_group: torch.distributed.ProcessGroup | None = None,
 ) -> None:
     bar = tqdm(total=sum(len(g.sites) for g in groups), desc=desc, unit="site", leave=False, disable=not progress)
     for group in groups:
@@ -287,7 +291,7 @@ def _convert_groups(
             [s.user_weight() for s in group.sites], stats["G"], prepared.pattern,
             warm_start=warm_start, refine=prepared.refine, refit=prepared.refit, max_iters=max_iters,
             backend=backend, device=device if device is not None else group.sites[0].weight.device,
-            statistics=stats, name=group.key, names=group.names,
+            statistics=stats, name=group.key, names=group.names, group=process_group,
         )
         for site, res in zip(group.sites, results):
             stored = _write_back(site, res.mask, res.weight)
@@ -341,6 +345,7 @@ def sparsify(
     progress: bool = True,
     checkpoint: Callable[[LevelState], None] | None = None,
     resume: Sequence[LevelState] = (),
+    group: torch.distributed.ProcessGroup | None = None,
 ) -> tuple[nn.Module, SparsifyReport]:
     """Prune the Linear layers of ``model`` in place: warm start, mask refinement (exact 1-swaps), optional refit.
 
@@ -375,6 +380,9 @@ def sparsify(
             data and options: those levels are not pruned again; their weights are restored and, where later
             levels need them, their activations recomputed through the restored weights. The result is the
             same as an uninterrupted run.
+        group: a ``torch.distributed`` process group (e.g. from :func:`swappass.distributed.init_distributed`):
+            every rank runs this same call (same model, calibration data, settings) and each refines a slice of
+            every site's rows; all ranks end with the same pruned model, bit for bit the single-process one.
 
     Returns ``(model, report)``. Raises ``ValueError`` for an empty calibration set,
     :class:`swappass.NonFiniteActivationError` (naming the sites) for NaN/Inf activations and
@@ -410,7 +418,7 @@ def sparsify(
                 stacklevel=2,
             )
         _calibrate_and_convert(prepared, calls, dev, warm_start, max_iters, backend, device, progress,
-                               checkpoint, list(resume))
+                               checkpoint, list(resume), group=group)
         prepared.remove_observers()
     finally:
         model.train(was_training)
@@ -459,6 +467,7 @@ def _calibrate_and_convert(
     progress: bool,
     checkpoint: Callable[[LevelState], None] | None = None,
     resume: Sequence[LevelState] = (),
+    group: torch.distributed.ProcessGroup | None = None,
 ) -> None:
     """Stage by stage over all calibration items, pruning each level's groups right after its stage.
 
@@ -498,7 +507,7 @@ def _calibrate_and_convert(
             continue
         before = {s.name: s.weight.detach().clone() for g in level_groups for s in g.sites}
         _convert_groups(prepared, level_groups, warm_start, max_iters, backend, device, progress,
-                        desc=f"prune level {k}")
+                        desc=f"prune level {k}", process_group=group)
         if checkpoint is not None:
             checkpoint(_level_state(prepared, k, level_groups, before))
 

@@ -163,7 +163,7 @@ def _keep_warm(W: torch.Tensor, G: torch.Tensor, start: _WarmStart, refine: str,
 
 def _refine_swaps(
     Ws: list[torch.Tensor], G: torch.Tensor, starts: list[_WarmStart], pattern: SparsityPattern,
-    max_iters: int, backend: str, name: str,
+    max_iters: int, backend: str, name: str, group: torch.distributed.ProcessGroup | None = None,
 ) -> list[PruneResult]:
     if isinstance(pattern, UnstructuredSparsity):  # a budget per weight: the rows of two weights must not mix
         parts = [(W, s.mask, [W]) for W, s in zip(Ws, starts)]
@@ -172,7 +172,7 @@ def _refine_swaps(
     out: list[PruneResult] = []
     for W_all, start, members in parts:
         t0 = time.perf_counter()
-        res = refine_mask(W_all, G, start, pattern, max_iters, backend=backend, name=name)
+        res = refine_mask(W_all, G, start, pattern, max_iters, backend=backend, name=name, group=group)
         refine_seconds = time.perf_counter() - t0
         r0 = 0
         for W in members:
@@ -249,6 +249,7 @@ def prune_weights(
     name: str = "layer",
     names: Sequence[str] | None = None,
     dsnot_skip_layer: str = "mlp",
+    group: torch.distributed.ProcessGroup | None = None,
 ) -> list[PruneResult]:
     """Choose masks (and with a refit, new weights) for weights that read the same inputs.
 
@@ -270,6 +271,9 @@ def prune_weights(
         name: names the group in error messages; ``names``: the weights' site names (DSnoT's skip rule and
             messages; default ``name[i]``). dsnot_skip_layer: DSnoT's ``skip_layer`` (``"mlp"``, the reference's
             default, ``"self_attn"`` or ``"no_skip"``).
+        group: a ``torch.distributed`` process group to split the swap refinement's rows over its ranks (every
+            rank calls this with the same arguments and gets the same result); see :func:`swappass.refine_mask`.
+            Warm starts, DSnoT and refits run in full on every rank.
 
     Returns one :class:`PruneResult` per weight, masks and weights on ``device``.
     """
@@ -288,7 +292,7 @@ def prune_weights(
     starts = [_warm_start(W, Gd, pattern, warm_start, n_samples, n) for W, n in zip(Ws, names)]
 
     if refine == "swaps" and max_iters > 0:
-        results = _refine_swaps(Ws, Gd, starts, pattern, max_iters, backend, name)
+        results = _refine_swaps(Ws, Gd, starts, pattern, max_iters, backend, name, group)
     elif refine == "dsnot":
         results = [_refine_dsnot(W, Gd, s, pattern, warm_start, statistics, n, dsnot_skip_layer)
                    for W, s, n in zip(Ws, starts, names)]

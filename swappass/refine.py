@@ -8,12 +8,13 @@ incrementally (Eq. 4) and re-derived exactly every ``resync_every`` iterations s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
 from . import kernels
 from .patterns import NMSparsity, PatternLike, RowSparsity, SparsityPattern, UnstructuredSparsity, parse_pattern
+from .rowtiles import resync_rows, row_errors, row_tile
 from .search import SwapChoice, nm_diag_blocks, search_nm_torch, search_rows_torch
 from .validate import check_layer
 
@@ -63,11 +64,13 @@ def _work_dtype(*tensors: torch.Tensor | None, dtype: torch.dtype | None = None)
 def layer_loss(
     W: torch.Tensor, G: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
-    """Per-row pruning error ``((1 − m) ⊙ w)ᵀ G ((1 − m) ⊙ w)``, shape (d_out,). ``mask``: True = keep."""
+    """Per-row pruning error ``((1 − m) ⊙ w)ᵀ G ((1 − m) ⊙ w)``, shape (d_out,). ``mask``: True = keep.
+
+    Computed in row tiles (:mod:`swappass.rowtiles`): a row's value does not depend on the other rows.
+    """
     check_layer(W, G, mask)
     dt = _work_dtype(W, G, dtype=dtype)
-    E = W.to(dt) * ~mask.to(W.device)
-    return ((E @ G.to(device=W.device, dtype=dt)) * E).sum(dim=1)
+    return row_errors(W.to(dt), mask.to(W.device), G.to(device=W.device, dtype=dt))[1]
 
 
 def _available_bytes(device: torch.device) -> int:
@@ -148,10 +151,8 @@ def _swap_step(
 def _resync(
     w: torch.Tensor, keep: torch.Tensor, G: torch.Tensor, c: torch.Tensor, loss: torch.Tensor, rows: torch.Tensor
 ) -> None:
-    """Re-derive ``c`` and the row errors of ``rows`` exactly (no incremental drift)."""
-    e = w[rows] * ~keep[rows]
-    c[rows] = e @ G
-    loss[rows] = (e * c[rows]).sum(dim=1)
+    """Re-derive ``c`` and the row errors of ``rows`` exactly (no incremental drift), in row tiles."""
+    resync_rows(w, keep, G, c, loss, rows)
 
 
 def _refine_batch(
@@ -168,8 +169,7 @@ def _refine_batch(
     if fused is not None:  # a kernel backend that runs this same loop itself (tested against it)
         return fused(w, keep, G, max_iters, rtol, resync_every)
     R = w.shape[0]
-    c = (w * ~keep) @ G
-    loss = ((w * ~keep) * c).sum(dim=1)
+    c, loss = row_errors(w, keep, G)
     swaps = torch.zeros(R, dtype=torch.long, device=w.device)
     active = torch.arange(R, device=w.device)
     it = 0
@@ -201,9 +201,7 @@ def _refine_batch_device(
     """
     R = w.shape[0]
     rows = torch.arange(R, device=w.device)
-    e = w * ~keep
-    c = e @ G
-    loss = (e * c).sum(dim=1)
+    c, loss = row_errors(w, keep, G)
     swaps = torch.zeros(R, dtype=torch.long, device=w.device)
     active = torch.ones(R, dtype=torch.bool, device=w.device)
     last = torch.zeros((), dtype=torch.long, device=w.device)
@@ -220,9 +218,7 @@ def _refine_batch_device(
         active = ok
         last = torch.where(ok.any(), it, last)
         if resync_every and it % resync_every == 0:
-            e = w * ~keep
-            c = e @ G
-            loss = (e * c).sum(dim=1)
+            c, loss = row_errors(w, keep, G)
         if it % check_every == 0 and not bool(active.any()):
             break
     return swaps, min(max_iters, int(last) + 1) if max_iters else 0
@@ -243,6 +239,7 @@ def refine_mask(
     dtype: torch.dtype | None = None,
     backend: str = "auto",
     name: str = "layer",
+    group: torch.distributed.ProcessGroup | None = None,
 ) -> RefineResult:
     """Refine a feasible ``mask`` of ``W`` (d_out × d_in) with exact best 1-swaps chosen from ``G`` (d_in × d_in).
 
@@ -255,12 +252,19 @@ def refine_mask(
         max_iters: iteration cap per row (the paper's default is 100); 0 returns the warm start.
         rtol: a swap is taken only if ``ΔL < −rtol · L_row``; default 1e-6 (float32) or 1e-12 (float64).
         resync_every: re-derive ``c`` and the row errors exactly every this many iterations.
-        batch_rows: rows refined together; default adapts to the memory available on ``device``.
+        batch_rows: rows refined together; default adapts to the memory available on ``device``. Rounded up to
+            a multiple of the row tile (:func:`swappass.rowtiles.row_tile`); the result does not depend on it.
         device: where the search runs (default: W's device). dtype: float32 (default) or float64.
         backend: ``"auto"`` (fastest available), ``"torch"`` (plain) or a name from
             :func:`swappass.kernels.available_backends`.
+        group: a ``torch.distributed`` process group (e.g. ``torch.distributed.group.WORLD``) whose ranks all
+            call this with the same arguments: each refines a contiguous slice of the rows and every rank gets
+            the whole result, bit for bit the single-process one (see :mod:`swappass.distributed`). ``None``
+            (default): all rows in this process. Unstructured budgets are not split (every rank refines all).
 
     Returns a :class:`RefineResult`; the mask is on W's device. Deterministic for fixed inputs and settings.
+    With a group, ``info["distributed"]`` holds the world size, this rank, its rows ``(lo, hi)``, the seconds it
+    spent on them and the seconds it then waited for the others and the gather.
     """
     pattern = parse_pattern(pattern)
     if isinstance(pattern, UnstructuredSparsity):
@@ -270,6 +274,65 @@ def refine_mask(
             W, G, mask, pattern, max_iters, rtol=rtol, resync_every=resync_every, device=device, dtype=dtype,
             backend=backend, name=name,
         )
+
+    def prepare() -> _Plan:
+        return _prepare(W, G, mask, pattern, max_iters, rtol, batch_rows, device, dtype, backend, name, group)
+
+    # with a group, a failure on any rank (bad input, out of memory) makes every rank raise instead of waiting
+    plan = prepare() if group is None else _distributed().run_agreed(prepare, group, what=f"{name}: preparing")
+
+    def work(r0: int, r1: int) -> tuple[list[torch.Tensor], int]:
+        return _refine_rows(W, plan.Gw, mask, r0, r1, plan.search, plan.rows_per_batch, max_iters, plan.rtol,
+                            resync_every)
+
+    dev, d_out = plan.Gw.device, W.shape[0]
+    info = {"backend": plan.backend, "dtype": str(plan.Gw.dtype).replace("torch.", ""),
+            "batch_rows": plan.rows_per_batch}
+    if group is None:
+        (out_mask, swaps, loss_before, loss_after), iters = work(0, d_out)
+    else:
+        pieces, iters, info["distributed"] = _distributed().map_rows(
+            d_out, plan.tile, group, work, inputs={"W": W, "G": G, "mask": mask}, name=name
+        )
+        out_mask, swaps, loss_before, loss_after = (t.to(dev) for t in pieces)
+    target = W.device
+    return RefineResult(
+        mask=out_mask.to(target),
+        loss_before=loss_before.to(target),
+        loss_after=loss_after.to(target),
+        swaps=swaps.to(target),
+        iters=iters,
+        info=info,
+    )
+
+
+class _Plan(NamedTuple):
+    """What refine_mask settles before refining: G as the search uses it (work device and dtype, symmetric),
+    the swap tolerance, the backend and its search, the row tile and the rows per batch (whole tiles)."""
+
+    Gw: torch.Tensor
+    rtol: float
+    backend: str
+    search: Callable[..., SwapChoice]
+    tile: int
+    rows_per_batch: int
+
+
+def _prepare(
+    W: torch.Tensor,
+    G: torch.Tensor,
+    mask: torch.Tensor,
+    pattern: SparsityPattern,
+    max_iters: int,
+    rtol: float | None,
+    batch_rows: int | None,
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+    backend: str,
+    name: str,
+    group: torch.distributed.ProcessGroup | None,
+) -> _Plan:
+    """Check refine_mask's inputs and set up its search (for this rank's rows when ``group`` is given)."""
     if not isinstance(pattern, (RowSparsity, NMSparsity)):
         raise TypeError(f"{name}: refine_mask handles per-row, N:M and unstructured patterns, got {pattern}")
     check_layer(W, G, mask, pattern, name=name)
@@ -283,29 +346,49 @@ def refine_mask(
     Gw = G.to(device=dev, dtype=dt)
     Gw = (Gw + Gw.T) / 2  # exact symmetry: rows of G serve as its columns in the c update
     d_out, d_in = W.shape
-    rows_per_batch, chunk_elems = _memory_plan(d_out, d_in, dev, Gw.element_size(), batch_rows)
-    search = _make_search(backend, pattern, Gw, chunk_elems)
+    tile = row_tile(dev)
+    lo, hi = (0, d_out) if group is None else _distributed().row_range(d_out, tile, group)
+    rows_per_batch, chunk_elems = _memory_plan(max(1, hi - lo), d_in, dev, Gw.element_size(), batch_rows)
+    rows_per_batch = -(-rows_per_batch // tile) * tile  # batches start on row tiles
+    return _Plan(Gw, rtol, backend, _make_search(backend, pattern, Gw, chunk_elems), tile, rows_per_batch)
 
-    out_mask = mask.to(dev).clone()
-    swaps = torch.zeros(d_out, dtype=torch.long, device=dev)
+
+def _refine_rows(
+    W: torch.Tensor,
+    Gw: torch.Tensor,
+    mask: torch.Tensor,
+    r0: int,
+    r1: int,
+    search: Callable[..., SwapChoice],
+    rows_per_batch: int,
+    max_iters: int,
+    rtol: float,
+    resync_every: int,
+) -> tuple[list[torch.Tensor], int]:
+    """Refine rows ``r0:r1`` of ``W`` (``r0`` on a row tile) in batches of ``rows_per_batch`` rows.
+
+    Returns ``[mask, swaps, loss_before, loss_after]`` of those rows (on Gw's device, losses in Gw's dtype)
+    and the iterations run (0 for no rows).
+    """
+    dev, dt = Gw.device, Gw.dtype
+    w_all = W[r0:r1].to(device=dev, dtype=dt)
+    warm = mask[r0:r1].to(dev)
+    out_mask = warm.clone()
+    swaps = torch.zeros(r1 - r0, dtype=torch.long, device=dev)
     iters = 0
-    for r0 in range(0, d_out, rows_per_batch):
-        r1 = min(d_out, r0 + rows_per_batch)
-        w = W[r0:r1].to(device=dev, dtype=dt)
-        keep = out_mask[r0:r1].clone()
-        loop = _refine_batch_device if getattr(search, "supports_active", False) else _refine_batch
-        s, it = loop(w, keep, Gw, search, max_iters, rtol, resync_every)
-        out_mask[r0:r1], swaps[r0:r1] = keep, s
+    loop = _refine_batch_device if getattr(search, "supports_active", False) else _refine_batch
+    for b0 in range(0, r1 - r0, rows_per_batch):
+        b1 = min(r1 - r0, b0 + rows_per_batch)
+        keep = out_mask[b0:b1].clone()
+        s, it = loop(w_all[b0:b1], keep, Gw, search, max_iters, rtol, resync_every)
+        out_mask[b0:b1], swaps[b0:b1] = keep, s
         iters = max(iters, it)
+    loss_before = row_errors(w_all, warm, Gw)[1]
+    loss_after = row_errors(w_all, out_mask, Gw)[1]
+    return [out_mask, swaps, loss_before, loss_after], iters
 
-    loss_before = layer_loss(W.to(dev), Gw, mask.to(dev), dtype=dt)
-    loss_after = layer_loss(W.to(dev), Gw, out_mask, dtype=dt)
-    target = W.device
-    return RefineResult(
-        mask=out_mask.to(target),
-        loss_before=loss_before.to(target),
-        loss_after=loss_after.to(target),
-        swaps=swaps.to(target),
-        iters=iters,
-        info={"backend": backend, "dtype": str(dt).replace("torch.", ""), "batch_rows": rows_per_batch},
-    )
+
+def _distributed():
+    from . import distributed  # torch.distributed loads only when rows are split
+
+    return distributed

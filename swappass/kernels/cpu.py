@@ -29,6 +29,7 @@ from typing import Callable
 import torch
 
 from ..patterns import NMSparsity, RowSparsity, SparsityPattern
+from ..rowtiles import resync_rows, row_errors
 from ..search import SwapChoice, nm_diag_blocks, search_nm_torch, search_rows_torch
 
 __all__ = ["available", "make_search", "load_library", "library_error", "CPUKernelUnavailable"]
@@ -271,8 +272,7 @@ class _CompiledSearch:
         """
         wc, kc = self._inputs(w, None, keep)
         R = wc.shape[0]
-        c = (wc * ~kc) @ G
-        loss = ((wc * ~kc) * c).sum(dim=1)
+        c, loss = row_errors(wc, kc, G)  # in row tiles, exactly as refine._refine_batch
         swaps = torch.zeros(R, dtype=torch.long)
         searches = torch.zeros(R, dtype=torch.long)
         active = torch.ones(R, dtype=torch.uint8)
@@ -283,12 +283,8 @@ class _CompiledSearch:
                 n = min(n, resync_every - it % resync_every)
             self._call_refine(wc, c, kc, loss, R, n, float(rtol), swaps, searches, active)
             it += n
-            if resync_every and it % resync_every == 0:
-                rows = active.nonzero()[:, 0]
-                if rows.numel():  # exactly as refine._refine_batch re-derives c and the row errors
-                    e = wc[rows] * ~kc[rows]
-                    c[rows] = e @ G
-                    loss[rows] = (e * c[rows]).sum(dim=1)
+            if resync_every and it % resync_every == 0:  # exactly as refine._refine_batch re-derives c
+                resync_rows(wc, kc, G, c, loss, active.nonzero()[:, 0])
         if kc.data_ptr() != keep.data_ptr():
             keep.copy_(kc)
         return swaps, int(searches.max()) if R else 0
