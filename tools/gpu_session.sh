@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The lead's GPU sessions on the lent H100 (no network there): the real model and data travel as ignored
 # payload folders (the 94 MB GGUF split in two, each call carries one half, the machine keeps /tmp between calls).
-#   stage "tests": CUDA test subset + the whole pass at 32 blocks (calibration cost)      carry: .payload_a
+#   stage "tests": CUDA test subset, the whole pass at 32 blocks, row-tile cost            carry: .payload_a
 #   stage "quality": the quality tables on SmolLM2-135M (tools/bench_quality.py)          carry: .payload_b
 #   stage "more": continue the quality tables (rows already done are skipped)             carry: nothing
 set -uo pipefail
@@ -22,9 +22,12 @@ fi
 case "$stage" in
 tests)
   nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader
-  python3 -m pytest -q -p no:cacheprovider -m "not slow" tests/test_kernels_triton.py tests/test_refine.py \
+  timeout 200 python3 -m pytest -q -p no:cacheprovider -m "not slow" tests/test_kernels_triton.py tests/test_refine.py \
       tests/test_patterns_gram_warmstart.py tests/test_export.py tests/test_graph_pass.py 2>&1 | tee "$OUT/pytest.txt" | tail -6
-  python3 tools/bench_pass.py --device cuda --layers 32 --iters 3 --json "$OUT/pass_l32_i3.json" 2>&1 | tail -12
+  timeout 300 python3 tools/bench_pass.py --device cuda --layers 32 --iters 3 --json "$OUT/pass_l32_i3.json" 2>&1 \
+      | tee "$OUT/pass.txt" | tail -12
+  timeout 100 python3 tools/bench_row_tiles.py --device cuda --shapes 28672x4096 4096x14336 --iters 10 --repeat 2 \
+      2>&1 | tee "$OUT/row_tiles.txt" | tail -8
   ;;
 quality|more)
   python3 tools/bench_quality.py --device cuda --out /tmp/quality --time-budget "${BUDGET:-500}" \
