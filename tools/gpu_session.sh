@@ -3,6 +3,7 @@
 # payload folders (the 94 MB GGUF split in two, each call carries one half, the machine keeps /tmp between calls).
 #   stage "tests": CUDA test subset, the whole pass at 32 blocks, row-tile cost            carry: .payload_a
 #   stage "quality": the quality tables on SmolLM2-135M (tools/bench_quality.py)          carry: .payload_b
+#   stage "check": the Gram test that failed on the H100, the export and pass tests, Gram precision   carry: .payload_a
 #   stage "more": continue the quality tables (rows already done are skipped)             carry: nothing
 set -uo pipefail
 export PYTHONUNBUFFERED=1 SWAPPASS_CACHE=/tmp/swcache SWAPPASS_DATA=/tmp/sw/data PYTHONPATH=/tmp/site
@@ -29,7 +30,14 @@ tests)
   timeout 100 python3 tools/bench_row_tiles.py --device cuda --shapes 28672x4096 4096x14336 --iters 10 --repeat 2 \
       2>&1 | tee "$OUT/row_tiles.txt" | tail -8
   ;;
+check)
+  timeout 280 python3 -m pytest -q -rf --tb=short -p no:cacheprovider -m "not slow" \
+      "tests/test_patterns_gram_warmstart.py::test_gram_from_half_inputs_on_cuda_is_float32_exact" \
+      tests/test_graph_pass.py tests/test_export.py 2>&1 | tee "$OUT/pytest_check.txt" | tail -25
+  timeout 120 python3 tools/check_gram_precision.py 2>&1 | tee "$OUT/gram_precision.txt"
+  ;;
 quality|more)
+  if [ -d .payload_b/quality ] && [ ! -f /tmp/quality/results.jsonl ]; then cp .payload_b/quality/* /tmp/quality/; fi
   python3 tools/bench_quality.py --device cuda --out /tmp/quality --time-budget "${BUDGET:-500}" \
       ${TABLES:-table2 figure1 new table1} 2>&1 | tee -a /tmp/quality/log.txt | tail -40
   cp /tmp/quality/* "$OUT"/ 2>/dev/null
