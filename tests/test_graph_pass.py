@@ -371,3 +371,11 @@ def test_gram_dtype_and_device_options():
         assert G.dtype == torch.float64 and G.device.type == "cpu" and obs.tokens == SEQ
     with pytest.raises(ValueError, match="float32 or float64"):
         sp.prepare(build("llama"), calib(1)[0], gram_dtype=torch.float16)
+
+
+def test_gram_tf32_option_reaches_every_observer_and_the_report():
+    prepared = sp.prepare(build("llama"), calib(1)[0], pattern="0.5", gram_tf32=True)
+    assert all(obs.accumulator.tf32 for obs in prepared.observers.values())
+    assert not any(obs.accumulator.tf32 for obs in sp.prepare(build("llama"), calib(1)[0]).observers.values())
+    _, report = sp.sparsify(build("llama"), calib(1), pattern="0.5", max_iters=1, gram_tf32=True, progress=False)
+    assert report.settings["gram_tf32"] is True

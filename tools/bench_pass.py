@@ -57,6 +57,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--tiny", action="store_true", help="small dimensions, to check the script on a CPU")
+    ap.add_argument("--gram-tf32", action="store_true",
+                    help="Gram products of the bf16 activations on TF32 tensor cores (faster, less precise)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     shape = TINY if args.tiny else LLAMA3_8B
@@ -78,7 +80,8 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats()
     t1 = time.perf_counter()
     model, report = sp.sparsify(model, calib, pattern=args.pattern, warm_start=args.warm_start, max_iters=args.iters,
-                                device=args.device, batch_size=args.batch_size, progress=False)
+                                device=args.device, batch_size=args.batch_size, gram_tf32=args.gram_tf32,
+                                progress=False)
     if cuda:
         torch.cuda.synchronize()
     t_pass = time.perf_counter() - t1

@@ -4,6 +4,7 @@
 #   stage "tests": CUDA test subset, the whole pass at 32 blocks, row-tile cost            carry: .payload_a
 #   stage "quality": the quality tables on SmolLM2-135M (tools/bench_quality.py)          carry: .payload_b
 #   stage "check": the Gram test that failed on the H100, the export and pass tests, Gram precision   carry: .payload_a
+#   stage "gram": the Gram tests, the pass at 32 blocks with exact and TF32 Gram products     carry: .payload_a
 #   stage "more": continue the quality tables (rows already done are skipped)             carry: nothing
 set -uo pipefail
 export PYTHONUNBUFFERED=1 SWAPPASS_CACHE=/tmp/swcache SWAPPASS_DATA=/tmp/sw/data PYTHONPATH=/tmp/site
@@ -35,6 +36,14 @@ check)
       "tests/test_patterns_gram_warmstart.py::test_gram_from_half_inputs_on_cuda_is_float32_exact" \
       tests/test_graph_pass.py tests/test_export.py 2>&1 | tee "$OUT/pytest_check.txt" | tail -25
   timeout 120 python3 tools/check_gram_precision.py 2>&1 | tee "$OUT/gram_precision.txt"
+  ;;
+gram)
+  timeout 60 python3 -m pytest -q -rf --tb=short -p no:cacheprovider tests/test_patterns_gram_warmstart.py -k gram \
+      2>&1 | tail -4
+  for flag in "" "--gram-tf32"; do
+    timeout 200 python3 tools/bench_pass.py --device cuda --layers 32 --iters 1 $flag \
+        --json "$OUT/pass_l32_i1${flag:+_tf32}.json" 2>&1 | tail -10
+  done
   ;;
 quality|more)
   if [ -d .payload_b/quality ] && [ ! -f /tmp/quality/results.jsonl ]; then cp .payload_b/quality/* /tmp/quality/; fi

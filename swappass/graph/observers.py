@@ -53,7 +53,7 @@ class SiteObserver(nn.Module):
 class GramObserver(SiteObserver):
     """Accumulates the Gram matrix of its input with :class:`swappass.GramAccumulator`.
 
-    ``dtype``: float32 (default) or float64. ``device``: where G is kept (default: the input's device;
+    ``dtype``: float32 (default) or float64; ``tf32``: see :class:`swappass.GramAccumulator`. ``device``: where G is kept (default: the input's device;
     ``"cpu"`` offloads G, at the cost of one device-to-host copy of ``d_in²`` values per observed batch).
     Non-finite inputs raise :class:`swappass.NonFiniteActivationError` naming the sites. ``sequences`` counts
     the sequences seen (every index of an input's leading dimensions before ``(seq, d_in)``; a 2-D input
@@ -61,10 +61,11 @@ class GramObserver(SiteObserver):
     """
 
     def __init__(
-        self, name: str, d_in: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+        self, name: str, d_in: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+        tf32: bool = False,
     ) -> None:
         super().__init__(name, d_in)
-        self.accumulator = GramAccumulator(d_in, dtype=dtype, device=device, name=name)
+        self.accumulator = GramAccumulator(d_in, dtype=dtype, device=device, name=name, tf32=tf32)
         self.sequences = 0
 
     def observe(self, x: torch.Tensor) -> None:
@@ -93,9 +94,10 @@ class GramChannelObserver(GramObserver):
     """
 
     def __init__(
-        self, name: str, d_in: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+        self, name: str, d_in: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+        tf32: bool = False,
     ) -> None:
-        super().__init__(name, d_in, dtype=dtype, device=device)
+        super().__init__(name, d_in, dtype=dtype, device=device, tf32=tf32)
         self.channels = ChannelStats(d_in, device=device, name=name)
 
     def observe(self, x: torch.Tensor) -> None:
@@ -115,13 +117,17 @@ ObserverFactory = Callable[[str, int], SiteObserver]
 
 
 def gram_observer_factory(
-    dtype: torch.dtype = torch.float32, device: torch.device | str | None = None, channel_stats: bool = False
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    channel_stats: bool = False,
+    tf32: bool = False,
 ) -> ObserverFactory:
-    """The default factory: :class:`GramObserver` with the given accumulation dtype and G device, or
-    :class:`GramChannelObserver` with ``channel_stats=True`` (what ``refine="dsnot"`` needs)."""
+    """The default factory: :class:`GramObserver` with the given accumulation dtype, G device and ``tf32`` flag
+    (:class:`swappass.GramAccumulator`), or :class:`GramChannelObserver` with ``channel_stats=True`` (what
+    ``refine="dsnot"`` needs)."""
     kind = GramChannelObserver if channel_stats else GramObserver
 
     def make(name: str, d_in: int) -> SiteObserver:
-        return kind(name, d_in, dtype=dtype, device=device)
+        return kind(name, d_in, dtype=dtype, device=device, tf32=tf32)
 
     return make
