@@ -71,6 +71,9 @@ def add_prune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--batch-size", type=int, default=1, help="calibration sequences per forward pass")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     p.add_argument("--dtype", default="float32", choices=list(DTYPES), help="model dtype (Gram matrices: float32)")
+    p.add_argument("--gram-tf32", action="store_true",
+                   help="Gram products of fp16/bf16 activations on TF32 tensor cores: ~2.4x faster calibration on an "
+                        "H100, 10-40x larger Gram error (default: exact float32 GEMM)")
     p.add_argument("--targets", action="append", metavar="SEL",
                    help="prune only matching sites: names, dotted suffixes (q_proj), class names, re:REGEX; "
                    "repeat or separate with commas (default: all Linear sites)")
@@ -94,7 +97,8 @@ def run_prune(args: argparse.Namespace) -> int:
     opts = PruneOptions(
         model=args.model, out=args.out, pattern=args.pattern, warm_start=args.warm_start, iters=args.iters,
         calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, device=args.device,
-        dtype=args.dtype, batch_size=args.batch_size, targets=_split_selectors(args.targets),
+        dtype=args.dtype, batch_size=args.batch_size, gram_tf32=args.gram_tf32,
+        targets=_split_selectors(args.targets),
         ignore=_split_selectors(args.ignore) or [], refine=args.refine, refit=args.refit, onnx=args.onnx,
         plot=args.plot, overwrite=args.overwrite, progress=not args.no_progress,
     )

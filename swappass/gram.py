@@ -13,7 +13,7 @@ class NonFiniteActivationError(FloatingPointError):
 def _gram_tf32(x: torch.Tensor) -> torch.Tensor:
     """``xᵀx`` on TF32 tensor cores. For ``x`` upcast from fp16/bf16 the inputs are exact (their mantissas fit
     TF32's 10 bits), but the tensor cores' float32 accumulation is coarser than a float32 GEMM's: on an H100,
-    with 16,384 tokens per batch, the median entry error is ~3e-5 relative (float32 GEMM: ~1e-6) for a 4.6-5x
+    with 16,384 tokens per batch, the median entry error is ~3e-5 relative (float32 GEMM: ~1e-6) for a 4.4-5.2x
     faster product (tools/check_gram_precision.py, docs/BENCHMARKS.md)."""
     import warnings
 
@@ -35,8 +35,8 @@ class GramAccumulator:
         dtype: accumulation dtype, ``torch.float32`` (default) or ``torch.float64``.
         device: where G lives; defaults to the device of the first batch.
         name: the site(s) this accumulator serves, used in error messages.
-        tf32: compute the products of fp16/bf16 CUDA batches on TF32 tensor cores (4.6-5x faster on an H100, but
-            ~30x less precise than the default float32 GEMM; see ``_gram_tf32``). Off by default: G is exact
+        tf32: compute the products of fp16/bf16 CUDA batches on TF32 tensor cores (4.4-5.2x faster on an H100, but
+            10-40x less precise than the default float32 GEMM; see ``_gram_tf32``). Off by default: G is exact
             to float32 GEMM precision.
 
     ``tokens`` counts the rows ``x_t`` seen. ``G`` is the unnormalised sum; Wanda's per-channel statistic

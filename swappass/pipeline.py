@@ -376,7 +376,7 @@ def sparsify(
         batch_size: consecutive calibration items of one shape are concatenated along dim 0 up to this many.
         gram_device: ``"cpu"`` keeps Gram matrices off the accelerator (worth it in one-shot mode on large
             models); gram_dtype: float32 (default) or float64; gram_tf32: products of fp16/bf16 activations on
-            TF32 tensor cores (4.6-5x faster Gram products on an H100, ~30x larger error; off by default).
+            TF32 tensor cores (4.4-5.2x faster Gram products on an H100, 10-40x larger error; off by default).
         observer: custom observer factory (see :mod:`swappass.graph.observers`).
         method: capture method (``"auto"``, ``"export"``, ``"symbolic_trace"``).
         progress: show tqdm progress bars (levels, calibration items, sites).

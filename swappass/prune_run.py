@@ -64,6 +64,7 @@ class PruneOptions:
     device: str = "auto"
     dtype: str = "float32"
     batch_size: int = 1
+    gram_tf32: bool = False
     targets: list[str] | None = None
     ignore: list[str] = field(default_factory=list)
     refine: str = "swaps"
@@ -199,6 +200,7 @@ def check_options(opts: PruneOptions) -> dict[str, Any]:
         "seqlen": opts.seqlen,
         "seed": opts.seed,
         "batch_size": opts.batch_size,
+        "gram_tf32": opts.gram_tf32,
         "device": device,
         "dtype": opts.dtype,
         "targets": list(opts.targets) if opts.targets is not None else None,
@@ -366,7 +368,7 @@ def _sparsify(opts: PruneOptions, recipe: dict, model, windows, ckpt: LevelCheck
         _, report = sparsify(
             model, windows, pattern=recipe["pattern"], warm_start=opts.warm_start, max_iters=opts.iters,
             targets=opts.targets, ignore=_ignore_list(model, opts.ignore), device=recipe["device"],
-            batch_size=opts.batch_size, progress=opts.progress, checkpoint=ckpt.save_level, resume=resume, **extras,
+            batch_size=opts.batch_size, gram_tf32=opts.gram_tf32, progress=opts.progress, checkpoint=ckpt.save_level, resume=resume, **extras,
         )
     except KeyboardInterrupt:
         done = ckpt.finished_levels()

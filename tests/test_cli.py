@@ -617,3 +617,16 @@ def test_gguf_file_prunes_saves_and_reloads_without_gguf(tmp_path):
     assert len(masks) == 4
     for name, rec in masks.items():
         assert not dict(model.named_parameters())[name][~rec.mask].any()
+
+
+def test_gram_tf32_flag_is_recorded_and_changes_nothing_on_cpu(tiny, tmp_path):
+    model_dir, text = tiny
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert prune(model_dir, "--out", a, "--pattern", "0.5", "--calib", text, *SMALL, "--device", "cpu") == 0
+    assert prune(model_dir, "--out", b, "--pattern", "0.5", "--calib", text, *SMALL, "--device", "cpu",
+                 "--gram-tf32") == 0
+    ra, rb = (json.loads((d / RUN_FILE).read_text()) for d in (a, b))
+    assert ra["recipe"]["gram_tf32"] is False and rb["recipe"]["gram_tf32"] is True
+    assert rb["report"]["settings"]["gram_tf32"] is True
+    pa, pb = (load_masks(d / MASKS_FILE) for d in (a, b))
+    assert all(torch.equal(pa[n].mask, pb[n].mask) for n in pa)  # TF32 only applies to half inputs on CUDA
