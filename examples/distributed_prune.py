@@ -95,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
             model, calib, pattern=args.pattern, warm_start=args.warm_start, max_iters=args.iters, device=device,
             progress=main_rank and not args.no_progress, group=group,
         )
-        report.settings["world_size"] = distributed.get_world_size(group)
         distributed.main_process_only(lambda: save(args.out, model, tokenizer, report), group,
                                       what=f"writing {args.out}")
     finally:

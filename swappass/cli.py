@@ -48,8 +48,9 @@ def add_prune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         help="prune a model's Linear layers (warm start + exact 1-swap refinement) and save it",
         description="Prune the Linear layers of a causal LM and write a save_pretrained directory (model, tokenizer, "
         "swappass_masks.safetensors, swappass.json with the recipe and the per-site report). Interrupted runs "
-        "resume: run the same command again. Exit status: 0 done, 1 ONNX verification failed, 2 bad input, "
-        "130 interrupted.",
+        "resume: run the same command again. Launched by torchrun (torchrun --nproc-per-node N -m swappass prune …), "
+        "the ranks split the 1-swap refinement and rank 0 writes the single-process result. Exit status: 0 done, "
+        "1 ONNX verification failed, 2 bad input, 130 interrupted.",
         formatter_class=_HelpFormatter,
     )
     p.add_argument("model", help="Hugging Face model directory, .gguf file, hub id, or the alias smollm2-135m")
@@ -69,7 +70,9 @@ def add_prune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--seqlen", type=int, default=2048, help="tokens per calibration sequence")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration windows / samples")
     p.add_argument("--batch-size", type=int, default=1, help="calibration sequences per forward pass")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda if available), cpu, cuda, cuda:N; under torchrun: auto/cuda (each rank its own "
+                   "GPU) or cpu (gloo)")
     p.add_argument("--dtype", default="float32", choices=list(DTYPES), help="model dtype (Gram matrices: float32)")
     p.add_argument("--gram-tf32", action="store_true",
                    help="Gram products of fp16/bf16 activations on TF32 tensor cores: ~2.4x faster calibration on an "

@@ -33,6 +33,7 @@ __all__ = [
     "get_world_size",
     "is_main_process",
     "main_process_only",
+    "main_process_shared",
     "run_agreed",
     "row_partition",
     "row_range",
@@ -52,7 +53,15 @@ _configure_nccl()
 
 
 class DistributedError(RuntimeError):
-    """Another rank failed (while the rows were split, or in main_process_only), or the ranks' inputs differ."""
+    """Another rank failed (while the rows were split, or in main_process_only), or the ranks' inputs differ.
+
+    ``failures``: ``{rank: (exception type name, message)}`` of the ranks that failed (empty when the ranks'
+    inputs differ), e.g. to tell a peer's bad input from a crash.
+    """
+
+    def __init__(self, message: str, failures: Mapping[int, tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.failures: dict[int, tuple[str, str]] = dict(failures or {})
 
 
 # ------------------------------------------------------------------------------------------------- launch
@@ -121,6 +130,17 @@ def main_process_only(fn: Callable[[], T], group: dist.ProcessGroup | None = Non
         return fn()
     _check_group(group)
     return run_agreed(fn if dist.get_rank(group) == 0 else lambda: None, group, what=what)
+
+
+def main_process_shared(fn: Callable[[], T], group: dist.ProcessGroup | None = None, *,
+                        what: str = "rank 0's work") -> T:
+    """:func:`main_process_only`, then every rank receives rank 0's result (pickled: keep it small)."""
+    result = main_process_only(fn, group, what=what)
+    if group is None or dist.get_world_size(group) == 1:
+        return result
+    box = [result]
+    dist.broadcast_object_list(box, src=dist.get_global_rank(group, 0), group=group)
+    return box[0]
 
 
 def run_agreed(fn: Callable[[], T], group: dist.ProcessGroup, *, what: str = "a step") -> T:
@@ -224,12 +244,13 @@ def _synchronized(result: T, dev: torch.device) -> T:
 
 def _raise_everywhere(error: Exception | None, group: dist.ProcessGroup, name: str) -> None:
     """Some rank failed: the failing ranks raise their own exception, the others one naming them."""
-    messages: list = [None] * dist.get_world_size(group)
-    dist.all_gather_object(messages, None if error is None else f"{type(error).__name__}: {error}", group=group)
+    reports: list = [None] * dist.get_world_size(group)
+    dist.all_gather_object(reports, None if error is None else (type(error).__name__, str(error)), group=group)
     if error is not None:
         raise error
-    failed = "; ".join(f"rank {r} ({m})" for r, m in enumerate(messages) if m is not None)
-    raise DistributedError(f"{name} failed on {failed}")
+    failures = {r: tuple(m) for r, m in enumerate(reports) if m is not None}
+    failed = "; ".join(f"rank {r} ({kind}: {message})" for r, (kind, message) in failures.items())
+    raise DistributedError(f"{name} failed on {failed}", failures)
 
 
 def _fingerprint(t: torch.Tensor) -> torch.Tensor:

@@ -388,6 +388,7 @@ def sparsify(
         group: a ``torch.distributed`` process group (e.g. from :func:`swappass.distributed.init_distributed`):
             every rank runs this same call (same model, calibration data, settings) and each refines a slice of
             every site's rows; all ranks end with the same pruned model, bit for bit the single-process one.
+            ``report.settings["world_size"]`` records the number of ranks (1 without a group).
 
     Returns ``(model, report)``. Raises ``ValueError`` for an empty calibration set,
     :class:`swappass.NonFiniteActivationError` (naming the sites) for NaN/Inf activations and
@@ -434,7 +435,7 @@ def sparsify(
         pattern=str(pattern), warm_start=warm_start, max_iters=max_iters, sequential=sequential,
         refine=refine, refit=refit,
         calibration_items=len(calls), batch_size=batch_size, device=str(dev), gram_dtype=str(gram_dtype),
-        gram_tf32=gram_tf32,
+        gram_tf32=gram_tf32, world_size=1 if group is None else torch.distributed.get_world_size(group),
         gram_device=str(gram_device) if gram_device is not None else str(dev), levels=prepared.num_levels,
         captures=len(prepared.graphs), capture_method=next(iter(prepared.graphs.values())).captured.method,
     )

@@ -9,16 +9,21 @@ The output directory (see :mod:`swappass.run_dir`) receives a ``save_pretrained`
 recipe, command line, versions and per-site report), and on request ``reduction.png`` and ``model.onnx``.
 While the run works, ``.swappass-checkpoint/`` holds the calibration tokens and one file per finished level;
 the same command started again continues from there and gives the same result.
+
+Launched by ``torchrun`` (``WORLD_SIZE`` > 1), every rank runs the same job and the 1-swap refinement is split
+over the ranks (:mod:`swappass.distributed`): the result is the single-process one, bit for bit. Rank 0 alone
+writes ``--out`` and prints; the ranks agree on every step, so that a bad input fails all of them.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 
@@ -42,6 +47,7 @@ REFIT_CHOICES = ("none", "lstsq", "sparsegpt")  # default first
 ONNX_FILE = "model.onnx"
 PLOT_FILE = "reduction.png"
 RECORD_FORMAT = 1
+T = TypeVar("T")
 
 
 class PruneInputError(ValueError):
@@ -208,9 +214,103 @@ def check_options(opts: PruneOptions) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------------------------------------ torchrun
+def _start_group(device: str) -> tuple[Any, bool]:
+    """(the process group of a torchrun launch, whether this call created it); (None, False) without torchrun.
+
+    gloo when ``--device`` names the CPU, else :func:`swappass.distributed.init_distributed`'s choice (NCCL with
+    CUDA, one GPU per rank).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None, False
+    from . import distributed
+
+    created = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    try:
+        group = distributed.init_distributed(backend=_backend_for(device))
+    except RuntimeError as exc:
+        raise PruneInputError(f"torchrun launch: {exc}") from exc
+    return group, created
+
+
+def _backend_for(device: str) -> str | None:
+    """``gloo`` for an explicit CPU device; None (the default backend) otherwise, a bad name included (the option
+    check reports it on every rank)."""
+    if device == "auto":
+        return None
+    try:
+        return "gloo" if torch.device(device).type == "cpu" else None
+    except RuntimeError:
+        return None
+
+
+def _rank_device(device: str, group) -> str:
+    """Where this rank works: ``device`` (the recipe's), a torchrun launch's GPU being this rank's own."""
+    if group is None or torch.device(device).type == "cpu":
+        return device
+    from . import distributed
+
+    if torch.device(device).index is not None:
+        raise PruneInputError(f"--device {device}: under torchrun every rank uses its own GPU (LOCAL_RANK); "
+                              f"pass --device auto or cuda")
+    mine = distributed.rank_device(group)
+    if mine.type != "cuda":
+        raise PruneInputError(f"--device {device}: the process group ({torch.distributed.get_backend(group)}) "
+                              f"does not use GPUs; pass --device cpu")
+    return str(mine)
+
+
+def _is_main(group) -> bool:
+    return group is None or torch.distributed.get_rank(group) == 0
+
+
+def _world(group) -> dict[str, Any]:
+    """The record's ``distributed`` entry: world size and backend (None for one process)."""
+    if group is None:
+        return {"world_size": 1, "backend": None}
+    return {"world_size": torch.distributed.get_world_size(group), "backend": str(torch.distributed.get_backend(group))}
+
+
+def _everywhere(fn: Callable[[], T], group, what: str) -> T:
+    """``fn()`` on every rank; if it fails on any rank, every rank raises (another rank's bad input as
+    :class:`PruneInputError`)."""
+    if group is None:
+        return fn()
+    from . import distributed
+
+    try:
+        return distributed.run_agreed(fn, group, what=what)
+    except distributed.DistributedError as exc:
+        _raise_peer_input_error(exc)
+        raise
+
+
+def _on_main(fn: Callable[[], T], group, what: str) -> T:
+    """``fn()`` on rank 0 (writing, printing), its result sent to every rank; a failure fails every rank."""
+    if group is None:
+        return fn()
+    from . import distributed
+
+    try:
+        return distributed.main_process_shared(fn, group, what=what)
+    except distributed.DistributedError as exc:
+        _raise_peer_input_error(exc)
+        raise
+
+
+def _raise_peer_input_error(exc: Exception) -> None:
+    """If ``exc`` reports other ranks' bad input only (PruneInputError, or a ValueError of the pass's input
+    checks), raise it as a :class:`PruneInputError` with the first one's message, so that every rank exits 2."""
+    failures = getattr(exc, "failures", None) or {}
+    if failures and all(kind in ("PruneInputError", "ValueError") for kind, _ in failures.values()):
+        rank, (_, message) = next(iter(failures.items()))
+        raise PruneInputError(f"{message} [reported by rank {rank}]") from exc
+
+
 # ------------------------------------------------------------------------------------------------ the job
-def _say(message: str) -> None:
-    print(f"swappass: {message}", file=sys.stderr, flush=True)
+def _say(message: str, group=None) -> None:
+    if _is_main(group):
+        print(f"swappass: {message}", file=sys.stderr, flush=True)
 
 
 def _versions() -> dict[str, str]:
@@ -238,33 +338,36 @@ def _ignore_list(model: torch.nn.Module, extra: Sequence[str]) -> list[str] | No
     return names + [s for s in extra if s not in names]
 
 
-def _load(opts: PruneOptions, device: str):
+def _load(opts: PruneOptions, device: str, group):
     from .models import ModelLoadError, load_model
 
-    _say(f"loading {opts.model} ({opts.dtype})")
+    _say(f"loading {opts.model} ({opts.dtype})", group)
     try:
         return load_model(opts.model, dtype=DTYPES[opts.dtype], device=device)
     except ModelLoadError as exc:
         raise PruneInputError(str(exc)) from exc
 
 
-def _calibration(opts: PruneOptions, ckpt: LevelCheckpoints, model, tokenizer, resuming: bool) -> tuple[list, bool]:
-    """(the calibration windows, whether they came from the checkpoint)."""
+def _calibration(opts: PruneOptions, ckpt: LevelCheckpoints, model, tokenizer, resuming: bool,
+                 group=None) -> tuple[list, bool]:
+    """(the calibration windows, whether they came from the checkpoint). Every rank of a torchrun launch
+    computes (or reads) the same windows; rank 0 alone reports."""
     cached = ckpt.load_calibration() if resuming else None
     if cached is not None and len(cached) == opts.nsamples and cached[0].shape[-1] == opts.seqlen:
-        _say(f"calibration: {len(cached)} × {opts.seqlen} tokens from the checkpoint")
+        _say(f"calibration: {len(cached)} × {opts.seqlen} tokens from the checkpoint", group)
         return cached, True
-    _say(f"calibration: {opts.nsamples} × {opts.seqlen} tokens, {describe_source(opts.calib)}, seed {opts.seed}")
+    _say(f"calibration: {opts.nsamples} × {opts.seqlen} tokens, {describe_source(opts.calib)}, seed {opts.seed}",
+         group)
     try:
         windows = calibration_set(opts.calib, tokenizer, model, nsamples=opts.nsamples, seqlen=opts.seqlen,
-                                  seed=opts.seed, progress=opts.progress)
+                                  seed=opts.seed, progress=opts.progress and _is_main(group))
     except CalibrationError as exc:
         raise PruneInputError(f"--calib {opts.calib}: {exc}") from exc
     return windows, False
 
 
 def _record(opts: PruneOptions, argv: Sequence[str] | None, recipe: dict, report: SparsifyReport,
-            resumed: int, seconds: float) -> dict[str, Any]:
+            resumed: int, seconds: float, group=None) -> dict[str, Any]:
     import shlex
 
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
@@ -274,6 +377,7 @@ def _record(opts: PruneOptions, argv: Sequence[str] | None, recipe: dict, report
         "command": shlex.join(["swappass", *argv]) if argv is not None else None,
         "recipe": recipe,
         "options": options,
+        "distributed": _world(group),  # this invocation's ranks (not in the recipe: the result is the same)
         "versions": _versions(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": seconds,  # this invocation's load, calibration data, pruning and saving
@@ -293,89 +397,145 @@ def _summary(report: SparsifyReport, out: Path) -> str:
 
 def prune_to_dir(opts: PruneOptions, argv: Sequence[str] | None = None) -> PruneOutcome:
     """Run the whole job. Raises :class:`PruneInputError` for bad input, before the output directory is touched
-    (or, for a selection that matches nothing, after removing the little this run had written)."""
-    t0 = time.perf_counter()
-    recipe = check_options(opts)
-    run = RunDir(opts.out)
-    try:
-        state = run.inspect(recipe, opts.overwrite)
-    except RunDirError as exc:
-        raise PruneInputError(str(exc)) from exc
-    if state == "complete":
-        run.claim(recipe)  # clears a checkpoint left by an interrupted clean-up
-        record = run.record() or {}
-        report = SparsifyReport.from_dict(record.get("report", {}))
-        _say(f"{opts.out} already holds this run (finished {record.get('finished', '?')}); nothing to prune")
-        outcome = PruneOutcome(opts.out, state, report)
-    else:
-        outcome, record = _prune(opts, argv, recipe, run, state, t0)
-    print(outcome.report)
-    print(_summary(outcome.report, opts.out))
-    if opts.plot:
-        from .plot import plot_reduction
+    (or, for a selection that matches nothing, after removing the little this run had written).
 
-        outcome.plot = plot_reduction(outcome.report, opts.out / PLOT_FILE)
-        _say(f"plot: {outcome.plot}")
-    if opts.onnx:
-        outcome.onnx_passed = _export(opts, record)
-    if opts.plot or opts.onnx:
-        run.write_record(record)
+    Under torchrun every rank calls this with the same options; the process group is started here (and ended
+    here if started here) and every rank returns the same outcome.
+    """
+    group, created = _start_group(opts.device)
+    try:
+        return _run(opts, argv, group)
+    finally:
+        if created:
+            torch.distributed.destroy_process_group()
+
+
+def _run(opts: PruneOptions, argv: Sequence[str] | None, group) -> PruneOutcome:
+    t0 = time.perf_counter()
+    recipe = _everywhere(lambda: check_options(opts), group, "checking the options")
+    device = _everywhere(lambda: _rank_device(recipe["device"], group), group, "choosing the device")
+    run = RunDir(opts.out)
+    state = _on_main(lambda: _inspect(run, recipe, opts.overwrite), group, f"checking --out {opts.out}")
+    if state == "complete":
+        record = _on_main(lambda: _reuse(run, recipe, opts.out), group, f"reading {run.run_file}")
+        outcome = PruneOutcome(opts.out, state, SparsifyReport.from_dict(record.get("report", {})))
+    else:
+        outcome, record = _prune(opts, argv, recipe, device, run, state, t0, group)
+    outcome.onnx_passed, outcome.plot = _on_main(lambda: _finish(opts, outcome, record, run), group,
+                                                 f"finishing {opts.out}")
     return outcome
 
 
-def _prune(opts: PruneOptions, argv, recipe: dict, run: RunDir, state: str, t0: float) -> tuple[PruneOutcome, dict]:
+def _inspect(run: RunDir, recipe: dict, overwrite: bool) -> str:
+    try:
+        return run.inspect(recipe, overwrite)
+    except RunDirError as exc:
+        raise PruneInputError(str(exc)) from exc
+
+
+def _reuse(run: RunDir, recipe: dict, out: Path) -> dict:
+    """The finished run's record (the directory already holds this run)."""
+    run.claim(recipe)  # clears a checkpoint left by an interrupted clean-up
+    record = run.record() or {}
+    _say(f"{out} already holds this run (finished {record.get('finished', '?')}); nothing to prune")
+    return record
+
+
+def _finish(opts: PruneOptions, outcome: PruneOutcome, record: dict, run: RunDir) -> tuple[bool | None, Path | None]:
+    """Print the report, plot, export to ONNX (rank 0); (ONNX verification passed or None, the plot or None)."""
+    print(outcome.report)
+    print(_summary(outcome.report, opts.out))
+    plot = onnx_passed = None
+    if opts.plot:
+        from .plot import plot_reduction
+
+        plot = plot_reduction(outcome.report, opts.out / PLOT_FILE)
+        _say(f"plot: {plot}")
+    if opts.onnx:
+        onnx_passed = _export(opts, record)
+    if opts.plot or opts.onnx:
+        run.write_record(record)
+    return onnx_passed, plot
+
+
+def _prune(opts: PruneOptions, argv, recipe: dict, device: str, run: RunDir, state: str, t0: float,
+           group) -> tuple[PruneOutcome, dict]:
     """Load, calibrate, claim the directory, prune with per-level checkpoints, save; (outcome, swappass.json)."""
     ckpt = LevelCheckpoints(run.checkpoint_dir)
     timings, t = {}, time.perf_counter()
-    model, tokenizer = _load(opts, recipe["device"])
+    model, tokenizer = _everywhere(lambda: _load(opts, device, group), group, f"loading {opts.model}")
     timings["load"], t = time.perf_counter() - t, time.perf_counter()
     torch.manual_seed(opts.seed)
-    windows, cached = _calibration(opts, ckpt, model, tokenizer, resuming=state == "resume")
+    windows, cached = _everywhere(lambda: _calibration(opts, ckpt, model, tokenizer, state == "resume", group),
+                                  group, "calibration data")
     timings["calibration_data"], t = time.perf_counter() - t, time.perf_counter()
     existed = run.path.exists()
-    state = run.claim(recipe, opts.overwrite)  # from here on the directory holds this run
-    if not cached:
-        ckpt.save_calibration(windows)
-    resume = ckpt.load_levels()
+    state = _on_main(lambda: _claim(run, recipe, opts.overwrite, ckpt, None if cached else windows), group,
+                     f"preparing {opts.out}")  # from here on the directory holds this run
+    resume = _everywhere(ckpt.load_levels, group, f"reading the checkpoint in {ckpt.directory}")
     if resume:
-        _say(f"resuming: levels 0–{len(resume) - 1} are done (checkpoint in {ckpt.directory})")
+        _say(f"resuming: levels 0–{len(resume) - 1} are done (checkpoint in {ckpt.directory})", group)
     try:
-        report = _sparsify(opts, recipe, model, windows, ckpt, resume)
+        report = _sparsify(opts, recipe, device, model, windows, ckpt, resume, group)
     except PruneInputError:
-        if state == "new" and ckpt.finished_levels() == 0:  # nothing done: leave no trace of this run
+        if _is_main(group) and state == "new" and ckpt.finished_levels() == 0:  # nothing done: leave no trace
             ckpt.remove()
             if not existed:
                 run.path.rmdir()
         raise
-    timings["sparsify"], t = time.perf_counter() - t, time.perf_counter()
+    timings["sparsify"] = time.perf_counter() - t
+    record = _record(opts, argv, recipe, report, len(resume), 0.0, group)
+    _on_main(lambda: _save(opts, run, ckpt, model, tokenizer, report, record, timings, t0), group,
+             f"writing {opts.out}")
+    return PruneOutcome(opts.out, state, report, resumed_levels=len(resume)), record
+
+
+def _claim(run: RunDir, recipe: dict, overwrite: bool, ckpt: LevelCheckpoints, windows: list | None) -> str:
+    """Make the directory this run's (see :meth:`RunDir.claim`) and cache new calibration windows."""
+    state = run.claim(recipe, overwrite)
+    if windows is not None:
+        ckpt.save_calibration(windows)
+    return state
+
+
+def _save(opts: PruneOptions, run: RunDir, ckpt: LevelCheckpoints, model, tokenizer, report: SparsifyReport,
+          record: dict, timings: dict, t0: float) -> None:
+    """Write the model, tokenizer, masks and ``swappass.json`` (completing ``record``); drop the checkpoint."""
+    t = time.perf_counter()
     _say(f"saving to {opts.out}")
     model.save_pretrained(opts.out)
     tokenizer.save_pretrained(opts.out)
     save_masks(report.pruned_weights(), opts.out / MASKS_FILE)
     timings["save"] = time.perf_counter() - t
-    record = _record(opts, argv, recipe, report, len(resume), time.perf_counter() - t0)
-    record["timings"] = timings
+    record["seconds"], record["timings"] = time.perf_counter() - t0, timings
     run.write_record(record)
     ckpt.remove()
-    return PruneOutcome(opts.out, state, report, resumed_levels=len(resume)), record
 
 
-def _sparsify(opts: PruneOptions, recipe: dict, model, windows, ckpt: LevelCheckpoints, resume) -> SparsifyReport:
+def _sparsify(opts: PruneOptions, recipe: dict, device: str, model, windows, ckpt: LevelCheckpoints, resume,
+              group=None) -> SparsifyReport:
     from .pipeline import sparsify
+
+    def save_level(state) -> None:
+        _on_main(lambda: ckpt.save_level(state), group, f"saving the checkpoint of level {state.level}")
 
     extras = _sparsify_extras(opts)
     try:
         _, report = sparsify(
             model, windows, pattern=recipe["pattern"], warm_start=opts.warm_start, max_iters=opts.iters,
-            targets=opts.targets, ignore=_ignore_list(model, opts.ignore), device=recipe["device"],
-            batch_size=opts.batch_size, gram_tf32=opts.gram_tf32, progress=opts.progress, checkpoint=ckpt.save_level, resume=resume, **extras,
+            targets=opts.targets, ignore=_ignore_list(model, opts.ignore), device=device,
+            batch_size=opts.batch_size, gram_tf32=opts.gram_tf32, progress=opts.progress and _is_main(group),
+            checkpoint=save_level, resume=resume, group=group, **extras,
         )
     except KeyboardInterrupt:
         done = ckpt.finished_levels()
-        _say(f"interrupted with {done} level(s) saved; run the same command again to resume")
+        _say(f"interrupted with {done} level(s) saved; run the same command again to resume", group)
         raise
     except ValueError as exc:  # sparsify's input checks: a selection that matches nothing, …
         raise PruneInputError(str(exc)) from exc
+    except RuntimeError as exc:  # e.g. another rank's input check failed while the rows were split
+        _raise_peer_input_error(exc)
+        raise
     return report
 
 

@@ -247,13 +247,15 @@ def worker_failures(rank, world, group):
     except Exception as exc:
         seen["bad_input"] = (type(exc).__name__, str(exc))
     # 4. rank-0-only work (writing files) that fails: rank 0 raises it, rank 1 learns of it
-    from swappass.distributed import main_process_only
+    from swappass.distributed import main_process_only, main_process_shared
 
     try:
         main_process_only(lambda: 1 / 0, group, what="writing the output")
     except Exception as exc:
         seen["main_only"] = (type(exc).__name__, str(exc))
+        seen["main_only_failures"] = getattr(exc, "failures", None)
     seen["main_only_ok"] = main_process_only(lambda: "written", group)
+    seen["shared"] = main_process_shared(lambda: f"computed on rank {rank}", group)  # every rank gets rank 0's
     # 5. the group is still usable afterwards
     seen["after"] = _result(sp.refine_mask(W, G, mask, pattern, group=group, **kw))
     # 6. rank 1 dies without a word: rank 0's collective raises instead of waiting forever
@@ -285,7 +287,9 @@ def test_a_failing_rank_makes_every_rank_raise_without_hanging(tmp_path):
     assert seen["main_only"][0] == "ZeroDivisionError" and seen["main_only_ok"] == "written"
     kind, msg = results[1]["ok"]["main_only"]
     assert kind == "DistributedError" and msg.startswith("writing the output failed on rank 0 (ZeroDivisionError")
+    assert results[1]["ok"]["main_only_failures"] == {0: ("ZeroDivisionError", "division by zero")}
     assert results[1]["ok"]["main_only_ok"] is None
+    assert seen["shared"] == results[1]["ok"]["shared"] == "computed on rank 0"
     W, G, mask, pattern, kw = make_case(0)
     assert_same_result(seen["after"], _result(sp.refine_mask(W, G, mask, pattern, **kw)), "after errors")
     assert "dead_peer" in seen, "rank 0 raised when its peer died"
