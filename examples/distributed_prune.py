@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     group = distributed.init_distributed()  # None when started as a single process
     main_rank = distributed.is_main_process(group)
     device = torch.device(args.device) if args.device else distributed.rank_device(group)
+    done = False
     try:
         model, tokenizer = load(args.model)
         calib = calibration(args, model, tokenizer)
@@ -97,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         distributed.main_process_only(lambda: save(args.out, model, tokenizer, report), group,
                                       what=f"writing {args.out}")
+        done = True
     finally:
-        if group is not None:
-            torch.distributed.destroy_process_group()
+        distributed.close_distributed(group, wait=done)  # on an error, peers may not arrive: do not wait
     return 0
 
 

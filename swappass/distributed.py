@@ -16,6 +16,7 @@ Launch one process per GPU with ``torchrun`` and call :func:`init_distributed` (
 """
 from __future__ import annotations
 
+import gc
 import math
 import os
 import time
@@ -28,6 +29,7 @@ import torch.distributed as dist
 __all__ = [
     "DistributedError",
     "init_distributed",
+    "close_distributed",
     "rank_device",
     "get_rank",
     "get_world_size",
@@ -95,6 +97,23 @@ def init_distributed(
     else:
         dist.init_process_group(backend, timeout=timeout)
     return dist.group.WORLD
+
+
+def close_distributed(group: dist.ProcessGroup | None, *, wait: bool = True) -> None:
+    """End the default process group (what :func:`init_distributed` started); nothing for ``group=None``.
+
+    ``wait=True``: first wait for every rank, for use where all ranks stop at the same point (a result, or an
+    error they agreed on). A rank that tears down its gloo connections while a peer still uses them, or leaves
+    collective work objects to the interpreter's finalisation, can abort at exit ("terminate called without an
+    active exception"). Pass ``wait=False`` after an error on this rank alone: its peers may never arrive
+    (torchrun stops them).
+    """
+    if group is None or not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait:
+        dist.barrier(group)
+    dist.destroy_process_group()
+    gc.collect()  # free the group's pending work objects while the interpreter is fully alive
 
 
 def rank_device(group: dist.ProcessGroup | None = None) -> torch.device:

@@ -22,6 +22,7 @@ import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -47,6 +48,10 @@ REFIT_CHOICES = ("none", "lstsq", "sparsegpt")  # default first
 ONNX_FILE = "model.onnx"
 PLOT_FILE = "reduction.png"
 RECORD_FORMAT = 1
+# Under torchrun, ranks > 0 wait in a collective while rank 0 alone saves the model and exports and verifies the
+# ONNX file, which takes longer than 30 minutes for a large model. A rank that dies is noticed by torchrun at
+# once, so this only bounds how long a hung rank 0 goes unnoticed.
+RANK_WAIT = timedelta(hours=6)
 T = TypeVar("T")
 
 
@@ -227,7 +232,7 @@ def _start_group(device: str) -> tuple[Any, bool]:
 
     created = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     try:
-        group = distributed.init_distributed(backend=_backend_for(device))
+        group = distributed.init_distributed(backend=_backend_for(device), timeout=RANK_WAIT)
     except RuntimeError as exc:
         raise PruneInputError(f"torchrun launch: {exc}") from exc
     return group, created
@@ -403,11 +408,19 @@ def prune_to_dir(opts: PruneOptions, argv: Sequence[str] | None = None) -> Prune
     here if started here) and every rank returns the same outcome.
     """
     group, created = _start_group(opts.device)
+    together = False  # whether every rank leaves at the same point (a result, or bad input they agreed on)
     try:
-        return _run(opts, argv, group)
+        outcome = _run(opts, argv, group)
+        together = True
+        return outcome
+    except PruneInputError:
+        together = True
+        raise
     finally:
         if created:
-            torch.distributed.destroy_process_group()
+            from . import distributed
+
+            distributed.close_distributed(group, wait=together)
 
 
 def _run(opts: PruneOptions, argv: Sequence[str] | None, group) -> PruneOutcome:

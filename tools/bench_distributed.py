@@ -101,8 +101,7 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, out_dir: 
                              reduction=res.relative_reduction, backend=res.info["backend"], digest=digest(res)))
             del W, G, mask, res
     Path(out_dir, f"world{world}_rank{rank}.json").write_text(json.dumps(rows))
-    if group is not None:
-        torch.distributed.destroy_process_group()
+    distributed.close_distributed(group)
 
 
 def free_port() -> int:
