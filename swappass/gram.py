@@ -10,17 +10,23 @@ class NonFiniteActivationError(FloatingPointError):
     """Calibration inputs of a site contain NaN or Inf."""
 
 
-def _gram_tf32(x: torch.Tensor) -> torch.Tensor:
-    """``xᵀx`` on TF32 tensor cores. For ``x`` upcast from fp16/bf16 the inputs are exact (their mantissas fit
-    TF32's 10 bits), but the tensor cores' float32 accumulation is coarser than a float32 GEMM's: on an H100,
-    with 16,384 tokens per batch, the median entry error is ~3e-5 relative (float32 GEMM: ~1e-6) for a 4.4-5.2x
-    faster product (tools/check_gram_precision.py, docs/BENCHMARKS.md)."""
+def gram_product(x: torch.Tensor, tf32: bool = False) -> torch.Tensor:
+    """``xᵀx`` for ``x`` of shape (tokens, d_in); on CUDA with TF32 tensor cores exactly when ``tf32`` is set,
+    whatever the global ``torch.backends.cuda.matmul.allow_tf32`` says (restored afterwards).
+
+    For ``x`` upcast from fp16/bf16 the TF32 inputs are exact (their mantissas fit TF32's 10 bits), but the tensor
+    cores' float32 accumulation is coarser than a float32 GEMM's: on an H100, with 16,384 tokens per batch, the
+    median entry error is ~3e-5 relative (float32 GEMM: ~1e-6) for a 4.4-5.2x faster product
+    (tools/check_gram_precision.py, docs/BENCHMARKS.md).
+    """
+    if not x.is_cuda:
+        return x.T @ x
     import warnings
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # newer torch warns about the legacy flag
         previous = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = tf32
         try:
             return x.T @ x
         finally:
@@ -36,8 +42,8 @@ class GramAccumulator:
         device: where G lives; defaults to the device of the first batch.
         name: the site(s) this accumulator serves, used in error messages.
         tf32: compute the products of fp16/bf16 CUDA batches on TF32 tensor cores (4.4-5.2x faster on an H100, but
-            10-40x less precise than the default float32 GEMM; see ``_gram_tf32``). Off by default: G is exact
-            to float32 GEMM precision.
+            10-40x less precise than the default float32 GEMM; see :func:`gram_product`). Off by default: G is a
+            float32 GEMM's, also when TF32 is enabled globally.
 
     ``tokens`` counts the rows ``x_t`` seen. ``G`` is the unnormalised sum; Wanda's per-channel statistic
     is ``G.diag() / tokens``.
@@ -84,7 +90,7 @@ class GramAccumulator:
         xc = x2.to(device=x2.device, dtype=self.dtype)
         half_on_tf32 = self.tf32 and xc.is_cuda and self.dtype == torch.float32 and x2.dtype in (
             torch.float16, torch.bfloat16)
-        prod = _gram_tf32(xc) if half_on_tf32 else xc.T @ xc
+        prod = gram_product(xc, tf32=half_on_tf32)
         bad = ~torch.isfinite(prod.diagonal())
         if bool(bad.any()):
             channels = bad.nonzero().flatten()[:8].tolist()

@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 
+from . import distributed
 from .calibration import HF_PREFIX, CalibrationError, calibration_set, describe_source
 from .checkpoint import LevelCheckpoints
 from .masks import MASKS_FILE, save_masks
@@ -228,8 +229,6 @@ def _start_group(device: str) -> tuple[Any, bool]:
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None, False
-    from . import distributed
-
     created = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     try:
         group = distributed.init_distributed(backend=_backend_for(device), timeout=RANK_WAIT)
@@ -253,8 +252,6 @@ def _rank_device(device: str, group) -> str:
     """Where this rank works: ``device`` (the recipe's), a torchrun launch's GPU being this rank's own."""
     if group is None or torch.device(device).type == "cpu":
         return device
-    from . import distributed
-
     if torch.device(device).index is not None:
         raise PruneInputError(f"--device {device}: under torchrun every rank uses its own GPU (LOCAL_RANK); "
                               f"pass --device auto or cuda")
@@ -279,25 +276,20 @@ def _world(group) -> dict[str, Any]:
 def _everywhere(fn: Callable[[], T], group, what: str) -> T:
     """``fn()`` on every rank; if it fails on any rank, every rank raises (another rank's bad input as
     :class:`PruneInputError`)."""
-    if group is None:
-        return fn()
-    from . import distributed
-
-    try:
-        return distributed.run_agreed(fn, group, what=what)
-    except distributed.DistributedError as exc:
-        _raise_peer_input_error(exc)
-        raise
+    return _agreed(distributed.run_agreed, fn, group, what)
 
 
 def _on_main(fn: Callable[[], T], group, what: str) -> T:
     """``fn()`` on rank 0 (writing, printing), its result sent to every rank; a failure fails every rank."""
+    return _agreed(distributed.main_process_shared, fn, group, what)
+
+
+def _agreed(step: Callable[..., T], fn: Callable[[], T], group, what: str) -> T:
+    """``fn()`` through ``step`` (a :mod:`swappass.distributed` collective); a peer's bad input re-raised as ours."""
     if group is None:
         return fn()
-    from . import distributed
-
     try:
-        return distributed.main_process_shared(fn, group, what=what)
+        return step(fn, group, what=what)
     except distributed.DistributedError as exc:
         _raise_peer_input_error(exc)
         raise
@@ -418,8 +410,6 @@ def prune_to_dir(opts: PruneOptions, argv: Sequence[str] | None = None) -> Prune
         raise
     finally:
         if created:
-            from . import distributed
-
             distributed.close_distributed(group, wait=together)
 
 

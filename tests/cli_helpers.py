@@ -59,3 +59,14 @@ def save_tiny_llama(directory: Path, text: str | None = None, seed: int = 0) -> 
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return Path(directory)
+
+
+# small options for a `swappass prune` run on the tiny model (seconds on a CPU)
+SMALL = ["--nsamples", "4", "--seqlen", "32", "--iters", "4", "--no-progress"]
+
+
+def save_tiny_run_inputs(root: Path) -> tuple[Path, Path]:
+    """A tiny saved LLaMA and a calibration text file under ``root``: (model directory, text file)."""
+    text = root / "corpus.txt"
+    text.write_text(corpus())
+    return save_tiny_llama(root / "model"), text

@@ -18,18 +18,14 @@ from swappass import calibration, cli
 from swappass.checkpoint import LevelCheckpoints
 from swappass.masks import MASKS_FILE, load_masks
 from swappass.run_dir import CHECKPOINT_DIR, RUN_FILE
-from cli_helpers import corpus, save_tiny_llama
+from cli_helpers import SMALL, corpus, save_tiny_llama, save_tiny_run_inputs
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["--nsamples", "4", "--seqlen", "32", "--iters", "4", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    text = root / "corpus.txt"
-    text.write_text(corpus())
-    return save_tiny_llama(root / "model"), text
+    return save_tiny_run_inputs(tmp_path_factory.mktemp("tiny"))
 
 
 def snapshot(directory: Path) -> dict[str, tuple[int, int]]:

@@ -17,21 +17,17 @@ from swappass import cli
 from swappass.checkpoint import LevelCheckpoints
 from swappass.masks import MASKS_FILE, load_masks
 from swappass.run_dir import CHECKPOINT_DIR, RUN_FILE
-from cli_helpers import corpus, save_tiny_llama
+from cli_helpers import SMALL, save_tiny_run_inputs
 from dist_helper import one_thread
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["--nsamples", "4", "--seqlen", "32", "--iters", "4", "--no-progress"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 TIMEOUT_S = 180
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    text = root / "corpus.txt"
-    text.write_text(corpus())
-    return save_tiny_llama(root / "model"), text
+    return save_tiny_run_inputs(tmp_path_factory.mktemp("tiny"))
 
 
 def torchrun(tmp_path: Path, *args) -> subprocess.CompletedProcess:

@@ -146,12 +146,20 @@ def _fp32_gemm_gram(x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_gram_of_half_inputs_on_cuda_is_a_float32_gemm_by_default(dtype):
-    """By default half activations are upcast and multiplied as a float32 GEMM (no TF32 tensor cores)."""
+@pytest.mark.parametrize("global_tf32", [False, True])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_gram_on_cuda_is_a_float32_gemm_by_default(dtype, global_tf32):
+    """By default activations are upcast and multiplied as a float32 GEMM (no TF32 tensor cores), also when the
+    user enabled TF32 globally; the global flag is left as it was."""
     x = (torch.randn(4096, 512, device="cuda") * 3).to(dtype)
     acc = sp.GramAccumulator(512)
-    acc.update(x)
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = global_tf32
+    try:
+        acc.update(x)
+        assert torch.backends.cuda.matmul.allow_tf32 == global_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
     assert torch.equal(acc.G, _fp32_gemm_gram(x))
 
 
