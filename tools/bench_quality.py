@@ -240,7 +240,8 @@ class Bench:
         done = time.perf_counter()
         rec = {"key": spec.key, "label": spec.label, "tables": tables, **asdict(s), "ppl": ppl,
                **summarize(report), "pass_seconds": t_eval - t, "eval_seconds": done - t_eval,
-               "row_seconds": done - t, "backend_used": report.settings.get("backend")}
+               "row_seconds": done - t, "backend_used": report.settings.get("backend"),
+               "device": self.protocol["device"], "torch": self.protocol["torch"]}
         self.slowest = max(self.slowest, done - t)
         self._save(rec, report)
         print(f"  {spec.label:48s} {s.pattern:17s} ppl {ppl:9.3f}  reduction "
@@ -277,15 +278,20 @@ class Bench:
                  f"Calibration: {p['calibration']}, sequential. Evaluation: {p['evaluation']}. "
                  f"Pruned: every Linear of {p['blocks']} (lm_head and embeddings never).", "",
                  f"Dense perplexity: {self.dense['ppl']:.3f}" if hasattr(self, "dense") else "", ""]
+        machines = {r.get("device") for r in self.results.values() if r["key"] != "dense"}
+        if len(machines) > 1:
+            lines += ["Rows come from more than one machine: see the machine column (the dense perplexity, the "
+                      f"header's machine and the settings are this process's, {p['device']}).", ""]
         for title, specs in self.sections():
             recs = [self.results.get(s.key) for s in specs]
             if not any(recs):
                 continue
-            lines += [f"## {title}", "", "| method | pattern | ppl | mean rel. error reduction | on refined sites | "
-                      "with refit | error up (sites) | swaps | cross moves | pass s | eval s |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|"]
+            head = "| method | pattern | ppl | mean rel. error reduction | on refined sites | with refit | " \
+                   "error up (sites) | swaps | cross moves | pass s | eval s |"
+            lines += [f"## {title}", "", head + (" machine |" if len(machines) > 1 else ""),
+                      "|---" * (11 + (len(machines) > 1)) + "|"]
             for s, r in zip(specs, recs):
-                lines.append(_md_row(s, r))
+                lines.append(_md_row(s, r, machine=len(machines) > 1))
             lines.append("")
         if (self.out / "figure1.png").exists() or (self.out / "figure1.csv").exists():
             lines += ["## (c) Figure 1 analogue", "", "Per-block, per-projection relative error reduction of the 60% "
@@ -305,13 +311,15 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}%"
 
 
-def _md_row(spec: Spec, r: dict | None) -> str:
+def _md_row(spec: Spec, r: dict | None, machine: bool = False) -> str:
+    """One table row; ``machine`` adds the machine the row ran on (rows recorded before that was kept: ?)."""
     if r is None:
-        return f"| {spec.label} | {spec.pattern} | not run | | | | | | | | |"
+        return f"| {spec.label} | {spec.pattern} | not run |" + " |" * (8 + machine)
     refined = f"{_pct(r['mean_rel_reduction_refined_sites'])} ({r['sites_refined']})" if r["sites_refined"] else "-"
     return (f"| {r['label']} | {r['pattern']} | {r['ppl']:.3f} | {_pct(r['mean_rel_reduction'])} | {refined} | "
             f"{_pct(r['mean_rel_reduction_with_refit'])} | {r['sites_error_increased']} | {r['swaps']} | "
-            f"{r['cross_moves']} | {r['pass_seconds']:.1f} | {r['eval_seconds']:.1f} |")
+            f"{r['cross_moves']} | {r['pass_seconds']:.1f} | {r['eval_seconds']:.1f} |"
+            + (f" {r.get('device', '?')} |" if machine else ""))
 
 
 # ------------------------------------------------------------------------------------------------ figure 1
