@@ -15,6 +15,8 @@ Tables (subcommands, any order; each row runs once per output directory and is r
 * ``new``     -- beyond the paper, at ``unstructured:0.6``: Wanda (layer-wide ranking), + SparseSwaps with
   cross-row moves, + refit; SparseGPT with its own weight update; SparseGPT warm start + SparseSwaps + refit;
   and per-row 60% Wanda + SparseSwaps + refit.
+* ``refit``   -- with a weight update at the deployment pattern 2:4 (and per row 60%): SparseGPT with its own
+  update (its N:M baseline), Wanda / RIA / SparseGPT warm starts + SparseSwaps + refit.
 
 Protocol: the model in float32 (``swappass.models.load_model``); calibration on ``--nsamples`` random windows of
 ``--seqlen`` tokens of WikiText-2 *valid* (``swappass.data.calibration_windows``, seed ``--seed``; Wanda's loader
@@ -51,7 +53,7 @@ from swappass.models import load_model  # noqa: E402
 
 SWEEP = (0, 1, 2, 5, 10, 25, 50, 100, 200)
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-TABLES = ("table2", "table1", "figure1", "new")
+TABLES = ("table2", "table1", "figure1", "new", "refit")
 
 
 # ------------------------------------------------------------------------------------------------ rows
@@ -116,6 +118,27 @@ def new_specs(iters: int) -> list[Spec]:
         Spec(u, "sparsegpt", "swaps", "lstsq", iters),
         Spec("0.6", "wanda", "swaps", "lstsq", iters),
     ]
+
+
+def refit_specs(iters: int) -> list[Spec]:
+    return [
+        Spec("2:4", "sparsegpt", "none", "sparsegpt"),
+        Spec("2:4", "wanda", "swaps", "lstsq", iters),
+        Spec("2:4", "ria", "swaps", "lstsq", iters),
+        Spec("2:4", "sparsegpt", "swaps", "lstsq", iters),
+        Spec("0.6", "ria", "swaps", "lstsq", iters),
+    ]
+
+
+def table_specs(table: str, args: argparse.Namespace) -> list[Spec]:
+    """The rows of one table (subcommand), in their order."""
+    return {
+        "table2": lambda: table2_specs(args.iters),
+        "table1": lambda: table1_specs(args.sweep),
+        "figure1": lambda: [figure1_spec(args.iters)],
+        "new": lambda: new_specs(args.iters),
+        "refit": lambda: refit_specs(args.iters),
+    }[table]()
 
 
 # ------------------------------------------------------------------------------------------------ summaries
@@ -299,12 +322,9 @@ class Bench:
         return "\n".join(lines)
 
     def sections(self) -> list[tuple[str, list[Spec]]]:
-        a = self.args
-        return [
-            ("(a) Table 2 analogue", table2_specs(a.iters)),
-            ("(b) Table 1 analogue: swap iterations (Wanda warm start)", table1_specs(a.sweep)),
-            ("(d) Beyond the paper", new_specs(a.iters)),
-        ]
+        titles = {"table2": "(a) Table 2 analogue", "table1": "(b) Table 1 analogue: swap iterations (Wanda warm start)",
+                  "new": "(d) Beyond the paper", "refit": "(e) With a weight update: 2:4 and per row"}
+        return [(title, table_specs(table, self.args)) for table, title in titles.items()]
 
 
 def _pct(v: float | None) -> str:
@@ -391,7 +411,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--eval-batch", type=int, default=None, help="windows per forward (default 4 on cuda, 1 on cpu)")
     ap.add_argument("--batch-size", type=int, default=None,
                     help="calibration sequences per forward (default 8 on cuda, 1 on cpu)")
-    ap.add_argument("--iters", type=int, default=100, help="swap iterations of tables (a), (c), (d)")
+    ap.add_argument("--iters", type=int, default=100, help="swap iterations of tables (a), (c), (d), (e)")
     ap.add_argument("--sweep", type=int, nargs="+", default=list(SWEEP), help="iterations of table (b)")
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--blocks", type=int, default=None,
@@ -430,15 +450,7 @@ def main(argv: list[str] | None = None) -> None:
           f"dense ppl {bench.dense['ppl']:.3f}", flush=True)
     for table in args.tables:
         print(f"[{table}]", flush=True)
-        if table == "table2":
-            specs = table2_specs(args.iters)
-        elif table == "table1":
-            specs = table1_specs(args.sweep)
-        elif table == "new":
-            specs = new_specs(args.iters)
-        else:
-            specs = [figure1_spec(args.iters)]
-        for spec in specs:
+        for spec in table_specs(table, args):
             bench.run(spec, table)
         if table == "figure1":
             write_figure1(bench.out, figure1_spec(args.iters), bench._fingerprint(),

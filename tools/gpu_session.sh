@@ -9,6 +9,7 @@
 #   stage "check":   the Gram tests, the export and pass tests, Gram precision              carry: .payload_a
 #   stage "gram":    the Gram tests, the pass at 32 blocks with exact and TF32 Gram products carry: .payload_a
 #   stage "more":    continue the quality tables (rows already done are skipped)            carry: nothing
+#   stage "stash":   nothing but keeping the pieces carried in /tmp for the next call      carry: .payload_a
 #   stage "finish":  the quality rows still missing in .payload_b/quality/results.jsonl, then one finished row
 #                    again in a fresh directory (the dense model and 60% Wanda + SparseSwaps) as a cross-check
 #                    of the machine                                                          carry: .payload_b
@@ -40,6 +41,9 @@ quality() {  # quality DIR TIMEOUT TABLES...: bench_quality.py into DIR; its rec
   done
 }
 case "$stage" in
+stash)
+  ls -l /tmp/sw
+  ;;
 tests)
   nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,driver_version --format=csv,noheader
   python3 -c 'import torch, triton, transformers; print(torch.__version__, triton.__version__, transformers.__version__)'
