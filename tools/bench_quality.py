@@ -332,7 +332,7 @@ def _pct(v: float | None) -> str:
 
 
 def _md_row(spec: Spec, r: dict | None, machine: bool = False) -> str:
-    """One table row; ``machine`` adds the machine the row ran on (rows recorded before that was kept: ?)."""
+    """One table row; ``machine`` adds the machine the row ran on (``?`` for rows recorded without it)."""
     if r is None:
         return f"| {spec.label} | {spec.pattern} | not run |" + " |" * (8 + machine)
     refined = f"{_pct(r['mean_rel_reduction_refined_sites'])} ({r['sites_refined']})" if r["sites_refined"] else "-"

@@ -4,7 +4,7 @@
 # call carries some, and the machine keeps /tmp between calls while it stays warm.
 #   .payload_a: gguf_part_00, whl/ (gguf wheel), data/ (shared/data)      .payload_b: gguf_part_01, quality/
 #
-#   stage "tests":   CUDA test subset, the whole pass at 32 blocks, row-tile cost           carry: .payload_a
+#   stage "tests":   CUDA test subset, the whole pass at 32 blocks (3 iterations)            carry: .payload_a
 #   stage "quality": the quality tables on SmolLM2-135M (tools/bench_quality.py)           carry: .payload_b
 #   stage "check":   the Gram tests, the export and pass tests, Gram precision              carry: .payload_a
 #   stage "gram":    the Gram tests, the pass at 32 blocks with exact and TF32 Gram products carry: .payload_a
@@ -29,14 +29,15 @@ if [ ! -f "$gguf" ] && [ -f /tmp/sw/gguf_part_00 ] && [ -f /tmp/sw/gguf_part_01 
   cat /tmp/sw/gguf_part_* > "$gguf"
   echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  $gguf" | sha256sum -c - || rm -f "$gguf"
 fi
-need_model() {
+need_model() {  # the model, and the finished quality rows carried in .payload_b/quality (once per machine)
   if [ ! -f "$gguf" ]; then echo "SmolLM2 GGUF incomplete (the machine went cold?): /tmp/sw holds $(ls /tmp/sw)"; exit 3; fi
+  if [ -d /tmp/sw/quality ] && [ ! -f /tmp/quality/results.jsonl ]; then cp /tmp/sw/quality/* /tmp/quality/; fi
 }
 quality() {  # quality DIR TIMEOUT TABLES...: bench_quality.py into DIR; its records and log go to $OUT/NAME_*
   local dir=$1 limit=$2; shift 2
   timeout "$limit" python3 tools/bench_quality.py --device cuda --out "$dir" --time-budget $((limit - 30)) "$@" \
       2>&1 | tee -a "$dir/log.txt" | tail -40
-  for f in results.jsonl sites.jsonl log.txt; do  # $OUT takes 8 files: results.md is rebuilt from results.jsonl
+  for f in results.jsonl sites.jsonl log.txt; do  # $OUT takes 8 files; results.md ends the log
     if [ -f "$dir/$f" ]; then cp "$dir/$f" "$OUT/$(basename "$dir")_$f"; fi
   done
 }
@@ -69,12 +70,10 @@ gram)
   ;;
 quality|more)
   need_model
-  if [ -d /tmp/sw/quality ] && [ ! -f /tmp/quality/results.jsonl ]; then cp /tmp/sw/quality/* /tmp/quality/; fi
   quality /tmp/quality "${BUDGET:-530}" ${TABLES:-table2 figure1 new table1}
   ;;
 finish)
   need_model
-  if [ ! -f /tmp/quality/results.jsonl ]; then cp /tmp/sw/quality/* /tmp/quality/; fi
   quality /tmp/quality "${BUDGET:-420}" ${TABLES:-new}
   mkdir -p /tmp/xcheck
   quality /tmp/xcheck 140 figure1
