@@ -29,7 +29,7 @@ import torch
 
 from .dsnot import dsnot_refine, dsnot_skips
 from .patterns import NMSparsity, PatternLike, RowSparsity, SparsityPattern, UnstructuredSparsity, parse_pattern
-from .refine import layer_loss, refine_mask
+from .refine import layer_loss, refine_mask, relative_reduction
 from .refit import refit_weights
 from .sparsegpt import SparseGPTResult, project_mask, sparsegpt_prune
 from .validate import check_layer
@@ -73,7 +73,7 @@ class PruneResult:
 
     @property
     def relative_reduction(self) -> float:
-        return 0.0 if self.loss_warm <= 0 else (self.loss_warm - self.loss_final) / self.loss_warm
+        return relative_reduction(self.loss_warm, self.loss_final)
 
 
 @dataclass

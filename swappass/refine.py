@@ -22,8 +22,33 @@ __all__ = ["RefineResult", "refine_mask", "layer_loss"]
 
 
 
+def relative_reduction(before: float, after: float) -> float:
+    """``(before − after) / before``: the share of an error removed (0 when there was no error)."""
+    return 0.0 if before <= 0 else (before - after) / before
+
+
+class RowLossTotals:
+    """Layer totals of the per-row errors ``loss_before`` / ``loss_after`` (each ``(d_out,)``) of a result."""
+
+    loss_before: torch.Tensor
+    loss_after: torch.Tensor
+
+    @property
+    def total_before(self) -> float:
+        return float(self.loss_before.double().sum())
+
+    @property
+    def total_after(self) -> float:
+        return float(self.loss_after.double().sum())
+
+    @property
+    def relative_reduction(self) -> float:
+        """``(total_before − total_after) / total_before`` over the whole layer (0 when it had no error)."""
+        return relative_reduction(self.total_before, self.total_after)
+
+
 @dataclass
-class RefineResult:
+class RefineResult(RowLossTotals):
     """Outcome of :func:`refine_mask`.
 
     ``mask``: bool (d_out × d_in), True = keep. ``loss_before`` / ``loss_after``: per-row error (d_out,),
@@ -37,20 +62,6 @@ class RefineResult:
     swaps: torch.Tensor
     iters: int
     info: dict = field(default_factory=dict)
-
-    @property
-    def total_before(self) -> float:
-        return float(self.loss_before.double().sum())
-
-    @property
-    def total_after(self) -> float:
-        return float(self.loss_after.double().sum())
-
-    @property
-    def relative_reduction(self) -> float:
-        """``(L_warm − L_final) / L_warm`` over the whole layer (0 when the warm start has no error)."""
-        before = self.total_before
-        return 0.0 if before <= 0 else (before - self.total_after) / before
 
 
 def _work_dtype(*tensors: torch.Tensor | None, dtype: torch.dtype | None = None) -> torch.dtype:

@@ -21,38 +21,25 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .refine import _available_bytes, _work_dtype, layer_loss
+from .refine import RowLossTotals, _available_bytes, _work_dtype, layer_loss
 from .validate import check_layer
 
 __all__ = ["RefitResult", "refit_weights", "reconstruction_loss"]
 
 
 @dataclass
-class RefitResult:
+class RefitResult(RowLossTotals):
     """Outcome of :func:`refit_weights`.
 
     ``weight``: ``d_out × d_in`` in W's dtype, exactly zero where the mask is False. ``loss_before``: per-row
     mask-only error (``layer_loss``). ``loss_after``: per-row error of ``weight`` (``reconstruction_loss``).
+    ``relative_reduction``: ``(L_mask − L_refit) / L_mask`` over the layer.
     """
 
     weight: torch.Tensor
     loss_before: torch.Tensor
     loss_after: torch.Tensor
     info: dict = field(default_factory=dict)
-
-    @property
-    def total_before(self) -> float:
-        return float(self.loss_before.double().sum())
-
-    @property
-    def total_after(self) -> float:
-        return float(self.loss_after.double().sum())
-
-    @property
-    def relative_reduction(self) -> float:
-        """``(L_mask − L_refit) / L_mask`` over the layer (0 when the mask-only error is 0)."""
-        before = self.total_before
-        return 0.0 if before <= 0 else (before - self.total_after) / before
 
 
 def reconstruction_loss(

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .masks import PrunedWeight
+from .refine import relative_reduction
 
 __all__ = ["SiteReport", "SparsifyReport"]
 
@@ -57,14 +58,14 @@ class SiteReport:
         """``(L_warm − L_final) / L_warm`` (0 when the warm start has no error, NaN when not pruned)."""
         if self.status != "pruned":
             return math.nan
-        return 0.0 if self.loss_warm <= 0 else (self.loss_warm - self.loss_final) / self.loss_warm
+        return relative_reduction(self.loss_warm, self.loss_final)
 
     @property
     def relative_reduction_refit(self) -> float:
         """``(L_warm − L_refit) / L_warm``: mask refinement and refit together (NaN without a refit)."""
         if self.status != "pruned" or math.isnan(self.loss_refit):
             return math.nan
-        return 0.0 if self.loss_warm <= 0 else (self.loss_warm - self.loss_refit) / self.loss_warm
+        return relative_reduction(self.loss_warm, self.loss_refit)
 
     def set_mask(self, stored_mask: torch.Tensor) -> None:
         """Keep the mask (shaped like the stored parameter) bit-packed on the CPU."""
