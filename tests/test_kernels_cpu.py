@@ -245,6 +245,67 @@ def test_fused_loop_equals_the_python_loop_around_the_same_kernel():
     assert torch.equal(k_fused, k_loop) and torch.equal(s_fused, s_loop) and it_fused == it_loop
 
 
+# ------------------------------------------------------------------------ the bound-pruned fused loop
+def _fused(W, G, keep, bounded, max_iters=60, resync_every=16, rtol=1e-9):
+    search = cpu.RowSearch(cpu.load_library(), G, bounded=bounded)
+    k = keep.clone()
+    swaps, iters = search.refine_batch(W, k, G, max_iters, rtol, resync_every)
+    return k, swaps, iters, search
+
+
+def _bound_case(case, dtype):
+    """(W, G, keep, pattern) with traps for the bound: ties, a G that is not exactly symmetric, odd rows."""
+    if case == "gaussian":
+        W, G, keep, _ = make_rows(40, 96, "0.6", 21, dtype)
+        pattern = "0.6"
+    elif case == "ties":  # weights on a grid of 0.5 and an integer G: many equal scores and bounds
+        g = torch.Generator().manual_seed(22)
+        W = (torch.randn(40, 80, generator=g) * 2).round().to(dtype) / 2
+        X = torch.randint(-2, 3, (80, 30), generator=g).to(dtype)
+        G = X @ X.T
+        pattern = "0.5"
+        keep = sp.warm_start(W, G, pattern, "magnitude")
+    elif case == "asymmetric":  # G[u, p] != G[p, u]: the update must read the columns of G, not its rows
+        W, G, keep, _ = make_rows(40, 72, "0.6", 23, dtype)
+        G = G + 1e-3 * torch.randn(G.shape, generator=torch.Generator().manual_seed(0), dtype=dtype) * G.diagonal().mean()
+        pattern = None  # refine_mask's products read G the other way round: only the two fused loops compare
+    else:  # rows that keep 1, d - 1, all or none of their inputs; one row in which one weight is zero
+        W, G, keep, _ = make_rows(8, 40, "0.5", 24, dtype)
+        keep[0] = False
+        keep[0, 7] = True
+        keep[1] = True
+        keep[1, 39] = False
+        keep[2] = True
+        keep[3] = False
+        W[4, 5] = 0.0
+        pattern = None  # no per-row budget: only the two fused loops compare
+    return W, G, keep, pattern
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", ["gaussian", "ties", "asymmetric", "extreme"])
+@pytest.mark.parametrize("resync_every", [16, 1, 0])
+def test_bounded_loop_equals_the_exhaustive_loop(case, dtype, resync_every):
+    W, G, keep, pattern = _bound_case(case, dtype)
+    k_ex, s_ex, it_ex, _ = _fused(W, G, keep, bounded=False, resync_every=resync_every)
+    k_bd, s_bd, it_bd, search = _fused(W, G, keep, bounded=True, resync_every=resync_every)
+    assert torch.equal(k_bd, k_ex) and torch.equal(s_bd, s_ex) and it_bd == it_ex
+    assert s_ex.sum() > 0
+    if pattern is not None:  # and both are refine_mask's plain torch loop
+        ref = sp.refine_mask(W, G, keep, pattern, max_iters=60, rtol=1e-9, resync_every=resync_every, backend="torch")
+        assert torch.equal(k_bd, ref.mask) and torch.equal(s_bd, ref.swaps)
+
+
+def test_bounded_loop_scores_fewer_rows_of_G_than_the_exhaustive_one():
+    W, G, keep, _ = _bound_case("gaussian", torch.float32)
+    k, swaps, iters, search = _fused(W, G, keep, bounded=True, max_iters=200)
+    kept = int(keep[0].sum())
+    # The exhaustive loop scores every kept u in every search: at least kept × (swaps + 1) passes per row.
+    exhaustive = kept * (swaps + 1)
+    assert torch.all(search.passes <= exhaustive)
+    assert search.passes.sum() < 0.5 * exhaustive.sum()
+
+
 def test_auto_backend_picks_cpu():
     assert kernels.available_backends("cpu")[0] == "cpu"
     W, G, mask, _ = make_rows(4, 16, "0.5", 1)

@@ -36,7 +36,7 @@ __all__ = ["available", "make_search", "load_library", "library_error", "CPUKern
 
 SOURCE = Path(__file__).with_name("swap_search_cpu.cpp")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fPIC", "-shared", "-std=c++17")
-ABI_VERSION = 3
+ABI_VERSION = 4
 _VECTOR_BYTES = 64  # kVectorBytes in the source: padding of G rows and N:M block lanes
 _MAX_TILE = 64  # rows per tile, bounded by the kernel's per-tile arrays
 _IN_LANE_M = (2, 4, 8)  # N:M block sizes the kernel scores inside one vector (its switch in search_nm_row)
@@ -134,6 +134,8 @@ def _open(path: Path) -> ctypes.CDLL:
         "search_nm": [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, cint, ptr, ptr, ptr],
         "refine_rows": [ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, dbl, cint, ptr, ptr, ptr],
         "refine_nm": [ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, dbl, cint, ptr, ptr, ptr],
+        "refine_rows_bounded": [ptr, ptr, ptr, ptr, ptr, ptr, i64, ptr, i64, i64, i64, i64, dbl, cint, ptr, ptr, ptr,
+                                ptr, ptr, ptr],
     }
     for kind, args in signatures.items():
         for suffix in ("f32", "f64"):
@@ -249,8 +251,12 @@ class _CompiledSearch:
     def _call_search(self, w, c, keep, R, delta, u, p) -> None:
         raise NotImplementedError
 
-    def _call_refine(self, w, c, keep, loss, R, iters, rtol, swaps, searches, active) -> None:
+    def _call_refine(self, w, c, keep, loss, R, iters, rtol, swaps, searches, active, state) -> None:
         raise NotImplementedError
+
+    def _refine_state(self, R: int) -> tuple[torch.Tensor, ...] | None:
+        """What the fused loop keeps between its calls within one ``refine_batch`` (None: nothing)."""
+        return None
 
     def __call__(self, w: torch.Tensor, c: torch.Tensor, keep: torch.Tensor) -> SwapChoice:
         """Best swap per row of ``w, c, keep`` (R, d); the contract of :func:`swappass.search.search_rows_torch`."""
@@ -276,12 +282,13 @@ class _CompiledSearch:
         swaps = torch.zeros(R, dtype=torch.long)
         searches = torch.zeros(R, dtype=torch.long)
         active = torch.ones(R, dtype=torch.uint8)
+        state = self._refine_state(R)
         it = 0
         while it < max_iters and R and bool(active.any()):
             n = max_iters - it
             if resync_every:
                 n = min(n, resync_every - it % resync_every)
-            self._call_refine(wc, c, kc, loss, R, n, float(rtol), swaps, searches, active)
+            self._call_refine(wc, c, kc, loss, R, n, float(rtol), swaps, searches, active, state)
             it += n
             if resync_every and it % resync_every == 0:  # exactly as refine._refine_batch re-derives c
                 resync_rows(wc, kc, G, c, loss, active.nonzero()[:, 0])
@@ -291,12 +298,26 @@ class _CompiledSearch:
 
 
 class RowSearch(_CompiledSearch):
-    """Exhaustive kept × pruned search per row (per-row patterns)."""
+    """Kept × pruned search per row (per-row patterns).
+
+    A single search (``__call__``) is exhaustive. The fused loop (``refine_batch``) is bound-pruned by default
+    (``bounded=True``): it keeps, per row and kept input u, the minimum over the pruned inputs of the part of the
+    score that depends on w and G alone, and scores exactly only the u whose lower bound can still beat the best
+    pair found (same choice, bit for bit; the source's comment gives the bound). That state costs one
+    ``rows × d_in`` array of G's dtype per batch. ``bounded=False``: the exhaustive search every iteration.
+    ``passes``: after a bounded ``refine_batch``, its passes over a row of G per row (int64, (R,)): one per kept u
+    scored or whose minimum was recomputed; the exhaustive loop makes one per kept u and iteration.
+    """
 
     kind = "rows"
 
-    def __init__(self, lib: ctypes.CDLL, G: torch.Tensor, tile: int = _TILE) -> None:
+    def __init__(self, lib: ctypes.CDLL, G: torch.Tensor, tile: int = _TILE, bounded: bool = True) -> None:
         super().__init__(lib, G)
+        self.bounded = bool(bounded)
+        suffix = "f32" if G.dtype == torch.float32 else "f64"
+        self._refine_bounded = getattr(lib, f"swappass_refine_rows_bounded_{suffix}")
+        self._Gcol: torch.Tensor | None = None  # G's columns as rows (made at the first bounded refinement)
+        self.passes: torch.Tensor | None = None
         self.dpad = _round_up(self.d, 4 * self.lanes)  # the inner loop takes 4 vectors per step
         if self.dpad == self.d:
             self.Gpad = G  # no padding needed (d_in a multiple of 64 / 32): no copy of G
@@ -313,8 +334,24 @@ class RowSearch(_CompiledSearch):
         self._search(_ptr(w), _ptr(c), _ptr(keep), _ptr(self.Gpad), _ptr(self.gdiag), R, self.d, self.dpad,
                      self._tile(R, threads), threads, _ptr(delta), _ptr(u), _ptr(p))
 
-    def _call_refine(self, w, c, keep, loss, R, iters, rtol, swaps, searches, active) -> None:
+    def _refine_state(self, R: int) -> tuple[torch.Tensor, ...] | None:
+        if not self.bounded:
+            return None
+        if self._Gcol is None:  # G itself when exactly symmetric (a Gram matrix), else its transpose
+            G = self.Gpad[:, : self.d]
+            self._Gcol = self.Gpad if torch.equal(G, G.T) else G.T.contiguous()
+        self.passes = torch.zeros(R, dtype=torch.long)
+        return torch.empty(R, self.d, dtype=self.dtype), torch.zeros(R, dtype=torch.uint8)  # minima, valid
+
+    def _call_refine(self, w, c, keep, loss, R, iters, rtol, swaps, searches, active, state) -> None:
         threads = torch.get_num_threads()
+        if state is not None:
+            minima, valid = state
+            self._refine_bounded(_ptr(w), _ptr(c), _ptr(keep), _ptr(loss), _ptr(self.Gpad), _ptr(self._Gcol),
+                                 self._Gcol.stride(0), _ptr(self.gdiag), R, self.d, self.dpad, iters, rtol, threads,
+                                 _ptr(swaps), _ptr(searches), _ptr(active), _ptr(minima), _ptr(valid),
+                                 _ptr(self.passes))
+            return
         self._refine(_ptr(w), _ptr(c), _ptr(keep), _ptr(loss), _ptr(self.Gpad), _ptr(self.gdiag), R, self.d,
                      self.dpad, self._tile(R, threads), iters, rtol, threads, _ptr(swaps), _ptr(searches),
                      _ptr(active))
@@ -346,7 +383,7 @@ class NMSearch(_CompiledSearch):
         self._search(_ptr(w), _ptr(c), _ptr(keep), _ptr(self.GT), _ptr(self.gdiag), R, self.d, self.m, self.nbp,
                      torch.get_num_threads(), _ptr(delta), _ptr(u), _ptr(p))
 
-    def _call_refine(self, w, c, keep, loss, R, iters, rtol, swaps, searches, active) -> None:
+    def _call_refine(self, w, c, keep, loss, R, iters, rtol, swaps, searches, active, state) -> None:
         self._refine(_ptr(w), _ptr(c), _ptr(keep), _ptr(loss), _ptr(self.GT), _ptr(self.G), _ptr(self.gdiag), R,
                      self.d, self.m, self.nbp, iters, rtol, torch.get_num_threads(), _ptr(swaps), _ptr(searches),
                      _ptr(active))

@@ -279,6 +279,163 @@ void refine_rows(const T* w, T* c, uint8_t* keep, T* loss, const T* Gpad, const 
   }
 }
 
+// ------------------------------------------------------------------------------- bound-pruned refinement
+// For one row with kept set U and pruned set P, search_tile scores dL(u, p) = (t_up + b_p) + a_u with
+// t_up = (G_up * w_p) * v_u. t depends on w and G alone, so mu_u = min over p in P of t_up changes only when P
+// does; with bmin = min over P of b_p,
+//     lb_u = (mu_u + bmin) + a_u  <=  dL(u, p)  for every p in P        (rounding is monotone)
+// A kept u whose bound exceeds the best score found so far cannot hold the row's best pair and is skipped; the
+// others are scored exactly as search_tile scores them, the u with the lowest bound first and then ascending u,
+// so the choice (ties: lowest u, then lowest p) is the exhaustive search's, bit for bit. After a swap (u*, p*),
+// for every kept u: mu_u = min(mu_u, t_{u u*}), except where t_{u p*} == mu_u (the minimum may have left with
+// p*): there, and for p* itself, mu is recomputed over the new P. mu (R x d) persists between calls; rows with
+// mu_ok[r] == 0 get it computed first (one pass over U x P, as one exhaustive search). Gcol (ldc) holds the
+// columns of G as rows, Gcol[p][u] = G[u][p] (G itself when it is exactly symmetric), so that the update reads
+// t_{u p*} and t_{u u*} for all u from two contiguous rows.
+template <typename T> struct BoundScratch {
+  std::vector<T> w, v, b, z, lb;    // the row's w, v = -2 w, b and z (+inf where kept; z = 0 where pruned), bounds
+  std::vector<int64_t> cand, redo;  // kept u to score; kept u whose mu must be recomputed
+  std::vector<uint8_t> flag;
+  int64_t passes = 0;               // passes over one row of G (scoring a u, or recomputing its mu)
+  BoundScratch(int64_t d, int64_t dpad)
+      : w(static_cast<size_t>(dpad)), v(static_cast<size_t>(dpad)), b(static_cast<size_t>(dpad)),
+        z(static_cast<size_t>(dpad)), lb(static_cast<size_t>(d)), cand(static_cast<size_t>(d)),
+        redo(static_cast<size_t>(d)), flag(static_cast<size_t>(d)) {}
+};
+
+// mu[u] = min over pruned p of t_up for the n kept u listed, four at a time (z carries the pruned set).
+template <typename T>
+void pruned_minima(const int64_t* us, int64_t n, const T* Gpad, int64_t dpad, BoundScratch<T>& s, T* mu) {
+  s.passes += n;
+  for (int64_t k0 = 0; k0 < n; k0 += kGroup) {
+    const int nk = int(n - k0 < kGroup ? n - k0 : kGroup);
+    const T* Gs[kGroup];
+    T vu[kGroup], mins[kGroup];
+    for (int k = 0; k < nk; ++k) {
+      Gs[k] = Gpad + us[k0 + k] * dpad;
+      vu[k] = s.v[us[k0 + k]];
+    }
+    row_min_n<T>(nk, Gs, s.w.data(), s.z.data(), vu, dpad, mins);
+    for (int k = 0; k < nk; ++k) mu[us[k0 + k]] = mins[k];
+  }
+}
+
+// The row's best pair, skipping the kept u whose bound exceeds the best score found so far.
+template <typename T>
+Choice<T> bounded_search(const T* cr, const uint8_t* kr, const T* mu, const T* Gpad, const T* gdiag, int64_t d,
+                         int64_t dpad, BoundScratch<T>& s) {
+  const T* w = s.w.data();
+  T* b = s.b.data();
+  T* lb = s.lb.data();
+  T bmin = inf<T>();
+  for (int64_t p = 0; p < d; ++p) {  // b exactly as search_tile computes it
+    b[p] = kr[p] ? inf<T>() : w[p] * (w[p] * gdiag[p] - T(2) * cr[p]);
+    bmin = b[p] < bmin ? b[p] : bmin;
+  }
+  Choice<T> best{inf<T>(), 0, 0};
+  if (!(bmin < inf<T>())) return best;  // nothing pruned: no feasible pair
+  for (int64_t u = 0; u < d; ++u) lb[u] = kr[u] ? (mu[u] + bmin) + w[u] * (T(2) * cr[u] + w[u] * gdiag[u]) : inf<T>();
+  auto score = [&](const int64_t* us, int nk) {  // exact scores of up to kGroup kept u, ascending
+    const T* Gs[kGroup];
+    T au[kGroup], vu[kGroup], mins[kGroup];
+    for (int k = 0; k < nk; ++k) {
+      Gs[k] = Gpad + us[k] * dpad;
+      au[k] = w[us[k]] * (T(2) * cr[us[k]] + w[us[k]] * gdiag[us[k]]);
+      vu[k] = s.v[us[k]];
+    }
+    row_min_n<T>(nk, Gs, w, b, vu, dpad, mins);
+    s.passes += nk;
+    for (int k = 0; k < nk; ++k) {
+      const T val = mins[k] + au[k];
+      if (val < best.delta || (val == best.delta && us[k] < best.u)) {
+        int64_t p = 0;
+        while (p < d && !(partial_score<T>(Gs[k][p], w[p], vu[k], b[p]) + au[k] == val)) ++p;
+        best = Choice<T>{val, us[k], p};
+      }
+    }
+  };
+  int64_t first = 0;
+  for (int64_t u = 1; u < d; ++u) first = lb[u] < lb[first] ? u : first;
+  if (!kr[first]) return best;  // nothing kept
+  score(&first, 1);
+  int n = 0;
+  int64_t* group = s.cand.data();
+  for (int64_t u = 0; u < d; ++u) {
+    if (!(lb[u] <= best.delta) || u == first) continue;  // pruned u have lb = +inf
+    group[n++] = u;
+    if (n == kGroup) {
+      score(group, n);
+      n = 0;
+    }
+  }
+  if (n) score(group, n);
+  return best;
+}
+
+// Keep mu exact for the row after the accepted swap (u* = ch.u now pruned, p* = ch.p now kept).
+template <typename T>
+void update_minima(const Choice<T>& ch, const uint8_t* kr, const T* Gpad, int64_t dpad, const T* Gcol, int64_t ldc,
+                   int64_t d, BoundScratch<T>& s, T* mu) {
+  s.z[ch.u] = T(0);
+  s.z[ch.p] = inf<T>();
+  const T *gp = Gcol + ch.p * ldc, *gu = Gcol + ch.u * ldc, *v = s.v.data();
+  const T wp = s.w[ch.p], wu = s.w[ch.u];
+  uint8_t* flag = s.flag.data();
+  for (int64_t u = 0; u < d; ++u) {  // t_{u p*} == mu_u: recompute; else mu_u = min(mu_u, t_{u u*})
+    const T t_old = gp[u] * wp * v[u] + T(0), t_new = gu[u] * wu * v[u] + T(0);
+    const bool redo = kr[u] && (t_old == mu[u] || u == ch.p);
+    flag[u] = redo;
+    mu[u] = kr[u] && !redo && t_new < mu[u] ? t_new : mu[u];
+  }
+  int64_t n = 0;
+  for (int64_t u = 0; u < d; ++u)
+    if (flag[u]) s.redo[n++] = u;
+  pruned_minima<T>(s.redo.data(), n, Gpad, dpad, s, mu);
+}
+
+// refine_rows with the bound-pruned search: the same decisions, bit for bit, usually with far fewer pairs scored.
+// passes[r] += the row's passes over a row of G (the exhaustive search makes one per kept u per iteration).
+template <typename T>
+void refine_rows_bounded(const T* w, T* c, uint8_t* keep, T* loss, const T* Gpad, const T* Gcol, int64_t ldc,
+                         const T* gdiag, int64_t R, int64_t d, int64_t dpad, int64_t iters, double rtol,
+                         int nthreads, int64_t* swaps, int64_t* searches, uint8_t* active, T* mu, uint8_t* mu_ok,
+                         int64_t* passes) {
+#pragma omp parallel num_threads(threads_for(nthreads, R))
+  {
+    BoundScratch<T> s(d, dpad);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t r = 0; r < R; ++r) {
+      if (!active[r]) continue;
+      const T* wr = w + r * d;
+      const uint8_t* kr = keep + r * d;
+      T* mr = mu + r * d;
+      s.passes = 0;
+      for (int64_t p = 0; p < dpad; ++p) {
+        s.w[p] = p < d ? wr[p] : T(0);
+        s.v[p] = T(-2) * s.w[p];
+        s.z[p] = p < d && !kr[p] ? T(0) : inf<T>();
+        s.b[p] = inf<T>();
+      }
+      if (!mu_ok[r]) {
+        int64_t n = 0;
+        for (int64_t u = 0; u < d; ++u)
+          if (kr[u]) s.redo[n++] = u;
+        pruned_minima<T>(s.redo.data(), n, Gpad, dpad, s, mr);
+        mu_ok[r] = 1;
+      }
+      for (int64_t it = 0; it < iters; ++it) {
+        const Choice<T> ch = bounded_search<T>(c + r * d, kr, mr, Gpad, gdiag, d, dpad, s);
+        if (!accept<T>(r, ch, w, c, keep, loss, Gpad, dpad, d, rtol, swaps, searches)) {
+          active[r] = 0;
+          break;
+        }
+        update_minima<T>(ch, kr, Gpad, dpad, Gcol, ldc, d, s, mr);
+      }
+      passes[r] += s.passes;
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------- N:M patterns
 template <typename T> struct NMScratch {
   std::vector<T> W, V, A, B;
@@ -460,7 +617,7 @@ void refine_nm(const T* w, T* c, uint8_t* keep, T* loss, const T* GT, const T* G
 
 extern "C" {
 
-int swappass_cpu_abi_version() { return 3; }
+int swappass_cpu_abi_version() { return 4; }
 
 #define SWAPPASS_DEFINE(T, SFX)                                                                                  \
   void swappass_search_rows_##SFX(const T* w, const T* c, const uint8_t* keep, const T* Gpad, const T* gdiag,    \
@@ -478,6 +635,14 @@ int swappass_cpu_abi_version() { return 3; }
                                   int nthreads, int64_t* swaps, int64_t* searches, uint8_t* active) {            \
     refine_rows<T>(w, c, keep, loss, Gpad, gdiag, R, d, dpad, tile, iters, rtol, nthreads, swaps, searches,     \
                    active);                                                                                      \
+  }                                                                                                              \
+  void swappass_refine_rows_bounded_##SFX(const T* w, T* c, uint8_t* keep, T* loss, const T* Gpad,                \
+                                          const T* Gcol, int64_t ldc, const T* gdiag, int64_t R, int64_t d,       \
+                                          int64_t dpad, int64_t iters, double rtol, int nthreads, int64_t* swaps, \
+                                          int64_t* searches, uint8_t* active, T* mu, uint8_t* mu_ok,              \
+                                          int64_t* passes) {                                                      \
+    refine_rows_bounded<T>(w, c, keep, loss, Gpad, Gcol, ldc, gdiag, R, d, dpad, iters, rtol, nthreads, swaps,    \
+                           searches, active, mu, mu_ok, passes);                                                   \
   }                                                                                                              \
   void swappass_refine_nm_##SFX(const T* w, T* c, uint8_t* keep, T* loss, const T* GT, const T* G,               \
                                 const T* gdiag, int64_t R, int64_t d, int64_t m, int64_t nbp, int64_t iters,     \
