@@ -104,7 +104,8 @@ def _memory_plan(d_out: int, d_in: int, device: torch.device, itemsize: int, bat
     budget = max(64 << 20, min(avail // 4, (1 << 30) if device.type == "cpu" else (8 << 30)))
     chunk_elems = max(d_in * 8, budget // (3 * itemsize))
     if batch_rows is None:
-        per_row = d_in * (3 * itemsize + 2)  # w, c, scratch + mask
+        arrays = 4 if device.type == "cpu" else 3  # w, c, scratch (+ the CPU loop's bound state)
+        per_row = d_in * (arrays * itemsize + 2)  # + mask
         batch_rows = max(1, min(d_out, budget // per_row))
     return int(batch_rows), int(chunk_elems)
 

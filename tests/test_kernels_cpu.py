@@ -267,7 +267,8 @@ def _bound_case(case, dtype):
         keep = sp.warm_start(W, G, pattern, "magnitude")
     elif case == "asymmetric":  # G[u, p] != G[p, u]: the update must read the columns of G, not its rows
         W, G, keep, _ = make_rows(40, 72, "0.6", 23, dtype)
-        G = G + 1e-3 * torch.randn(G.shape, generator=torch.Generator().manual_seed(0), dtype=dtype) * G.diagonal().mean()
+        noise = torch.randn(G.shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
+        G = G + 1e-3 * noise * G.diagonal().mean()
         pattern = None  # refine_mask's products read G the other way round: only the two fused loops compare
     else:  # rows that keep 1, d - 1, all or none of their inputs; one row in which one weight is zero
         W, G, keep, _ = make_rows(8, 40, "0.5", 24, dtype)

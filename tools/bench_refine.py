@@ -2,15 +2,21 @@
 
     python tools/bench_refine.py                       # SmolLM2-135M shapes, 576 rows, 20 iterations
     python tools/bench_refine.py --iters 100 --patterns 0.6
+    python tools/bench_refine.py --source smollm2 --iters 100 --patterns 0.6 0.5 --paths cpu-exhaustive cpu
 
 Paths: ``torch`` (refine.py's loop around the plain torch search), ``cpu-search`` (refine.py's loop around the
-compiled search), ``cpu`` (the compiled search with the loop itself in C++, what ``backend="cpu"`` runs).
+compiled search), ``cpu-exhaustive`` (the loop in C++ around the exhaustive compiled search), ``cpu`` (the loop in
+C++ with the bound-pruned search, what ``backend="cpu"`` runs for per-row patterns; for N:M it is the same loop
+as ``cpu-exhaustive``). ``--source synthetic``: random weights and Gram matrices of SmolLM2's shapes;
+``--source smollm2``: the real weights of four projections of one SmolLM2-135M block and their Gram matrices
+from dense calibration on WikiText-2 valid (``--calib`` windows × tokens).
 Every path must give the same mask as ``torch`` (checked). The time includes the exact losses that
 refine_mask computes before and after (two d_out × d_in × d_in products), the same for every path.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -23,9 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import swappass as sp  # noqa: E402
 from swappass import kernels, refine  # noqa: E402
+from swappass.kernels import cpu as _cpu  # noqa: E402,F401  (kernels.cpu: the class the fused loop uses)
 from swappass.patterns import parse_pattern  # noqa: E402
 
 SHAPES = {"smollm2": [("q/k/v/o/gate/up d_in=576", 576, 576), ("down d_in=1536", 576, 1536)]}
+REAL = ("self_attn.q_proj", "self_attn.o_proj", "mlp.up_proj", "mlp.down_proj")
 
 
 def make_layer(rows: int, d: int, seed: int = 0):
@@ -33,6 +41,47 @@ def make_layer(rows: int, d: int, seed: int = 0):
     W = torch.randn(rows, d, generator=g)
     X = torch.randn(d, 2 * d, generator=g) * (0.1 + torch.rand(d, 1, generator=g))
     return W, X @ X.T
+
+
+def synthetic_layers() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    return [(label, *make_layer(rows, d)) for label, rows, d in SHAPES["smollm2"]]
+
+
+def smollm2_layers(block: int, nsamples: int, seqlen: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """Real weights of block ``block`` and the Gram matrices of their dense inputs on WikiText-2 valid."""
+    from swappass import data
+    from swappass.models import load_model
+
+    model, tok = load_model("smollm2-135m")
+    mods = dict(model.named_modules())
+    names = [f"model.layers.{block}.{n}" for n in REAL]
+    grams = {n: sp.GramAccumulator(mods[n].in_features) for n in names}
+    hooks = [mods[n].register_forward_pre_hook(lambda m, a, acc=grams[n]: acc.update(a[0].reshape(-1, a[0].shape[-1])))
+             for n in names]
+    with torch.no_grad():
+        for ids in data.calibration_windows(tok, nsamples=nsamples, seqlen=seqlen, seed=0):
+            model(ids)
+    for h in hooks:
+        h.remove()
+    return [(f"{n.split('.', 2)[2]} {tuple(mods[n].weight.shape)}", mods[n].weight.detach().float().contiguous(),
+             grams[n].G) for n in names]
+
+
+class exhaustive_fused_loop:
+    """Within the block, the compiled per-row search runs its fused loop without the bound (``bounded=False``)."""
+
+    def __enter__(self) -> None:
+        self.original = kernels.cpu.RowSearch
+        original = self.original
+
+        class Exhaustive(original):
+            def __init__(self, lib, G, tile=kernels.cpu._TILE, bounded=False):
+                super().__init__(lib, G, tile, bounded=False)
+
+        kernels.cpu.RowSearch = Exhaustive
+
+    def __exit__(self, *exc) -> None:
+        kernels.cpu.RowSearch = self.original
 
 
 def without_fused_loop(make):
@@ -49,9 +98,10 @@ def run_path(path: str, W, G, mask, pattern, iters: int):
     if path == "cpu-search":
         refine._make_search = without_fused_loop(original)
     try:
-        t0 = time.perf_counter()
-        res = sp.refine_mask(W, G, mask, pattern, max_iters=iters, backend=backend)
-        return time.perf_counter() - t0, res
+        with exhaustive_fused_loop() if path == "cpu-exhaustive" else contextlib.nullcontext():
+            t0 = time.perf_counter()
+            res = sp.refine_mask(W, G, mask, pattern, max_iters=iters, backend=backend)
+            return time.perf_counter() - t0, res
     finally:
         refine._make_search = original
 
@@ -61,7 +111,12 @@ def main() -> None:
     ap.add_argument("--patterns", nargs="+", default=["0.6", "2:4"])
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3, help="best of this many runs per path (torch: one run)")
-    ap.add_argument("--paths", nargs="+", default=["torch", "cpu-search", "cpu"])
+    ap.add_argument("--paths", nargs="+", default=["torch", "cpu-search", "cpu-exhaustive", "cpu"],
+                    help="the first is the baseline of the speed-ups")
+    ap.add_argument("--source", choices=("synthetic", "smollm2"), default="synthetic")
+    ap.add_argument("--block", type=int, default=3, help="--source smollm2: the decoder block")
+    ap.add_argument("--calib", type=int, nargs=2, default=(8, 512), metavar=("WINDOWS", "TOKENS"),
+                    help="--source smollm2: calibration windows and their length")
     ap.add_argument("--threads", type=int, default=0, help="torch/OpenMP threads (0: torch's default)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -70,11 +125,12 @@ def main() -> None:
     if "cpu" not in kernels.available_backends("cpu"):
         raise SystemExit("the cpu backend is not registered")
     info = dict(torch=torch.__version__, threads=torch.get_num_threads(), machine=platform.machine(),
-                iters=args.iters)
+                iters=args.iters, source=args.source)
+    layers = synthetic_layers() if args.source == "synthetic" else smollm2_layers(args.block, *args.calib)
     print(json.dumps(info))
     results = []
-    for label, rows, d in SHAPES["smollm2"]:
-        W, G = make_layer(rows, d)
+    for label, W, G in layers:
+        rows, d = W.shape
         for spec in args.patterns:
             pattern = parse_pattern(spec)
             mask = sp.warm_start(W, G, pattern, "wanda")
@@ -87,13 +143,13 @@ def main() -> None:
                 same = bool(torch.equal(res.mask, ref.mask))
                 results.append(dict(shape=label, d_in=d, rows=rows, pattern=str(pattern), path=path, seconds=best,
                                     iters=res.iters, swaps=int(res.swaps.sum()), same_mask=same))
-                print(f"{label:28s} {str(pattern):8s} {path:11s} {best * 1e3:9.1f} ms  iters={res.iters:3d} "
+                print(f"{label:28s} {str(pattern):8s} {path:14s} {best * 1e3:9.1f} ms  iters={res.iters:3d} "
                       f"swaps={int(res.swaps.sum()):6d} same_mask={same}", flush=True)
-    print("\nspeed-up over the torch path (same run):")
+    print(f"\nspeed-up over the {args.paths[0]} path (same run):")
     for r in results:
         base = next(x for x in results if x["shape"] == r["shape"] and x["pattern"] == r["pattern"])
         if r is not base:
-            print(f"  {r['shape']:28s} {r['pattern']:8s} {r['path']:11s} x{base['seconds'] / r['seconds']:.1f}")
+            print(f"  {r['shape']:28s} {r['pattern']:8s} {r['path']:14s} x{base['seconds'] / r['seconds']:.1f}")
     if args.json:
         args.json.write_text(json.dumps({"info": info, "results": results}, indent=2))
 

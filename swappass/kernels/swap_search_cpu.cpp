@@ -292,6 +292,17 @@ void refine_rows(const T* w, T* c, uint8_t* keep, T* loss, const T* Gpad, const 
 // mu_ok[r] == 0 get it computed first (one pass over U x P, as one exhaustive search). Gcol (ldc) holds the
 // columns of G as rows, Gcol[p][u] = G[u][p] (G itself when it is exactly symmetric), so that the update reads
 // t_{u p*} and t_{u u*} for all u from two contiguous rows.
+// The minimum of x[0..n), n a multiple of the vector width.
+template <typename T> inline T array_min(const T* x, int64_t n) {
+  using V = typename Vec<T>::type;
+  constexpr int L = lanes<T>();
+  V m = splat<T>(inf<T>());
+  for (int64_t i = 0; i < n; i += L) m = vmin<V>(load<T>(x + i), m);
+  T out = m[0];
+  for (int i = 1; i < L; ++i) out = m[i] < out ? m[i] : out;
+  return out;
+}
+
 template <typename T> struct BoundScratch {
   std::vector<T> w, v, b, z, lb;    // the row's w, v = -2 w, b and z (+inf where kept; z = 0 where pruned), bounds
   std::vector<int64_t> cand, redo;  // kept u to score; kept u whose mu must be recomputed
@@ -327,11 +338,8 @@ Choice<T> bounded_search(const T* cr, const uint8_t* kr, const T* mu, const T* G
   const T* w = s.w.data();
   T* b = s.b.data();
   T* lb = s.lb.data();
-  T bmin = inf<T>();
-  for (int64_t p = 0; p < d; ++p) {  // b exactly as search_tile computes it
-    b[p] = kr[p] ? inf<T>() : w[p] * (w[p] * gdiag[p] - T(2) * cr[p]);
-    bmin = b[p] < bmin ? b[p] : bmin;
-  }
+  for (int64_t p = 0; p < d; ++p) b[p] = kr[p] ? inf<T>() : w[p] * (w[p] * gdiag[p] - T(2) * cr[p]);  // as search_tile
+  const T bmin = array_min<T>(b, dpad);  // b is +inf past d
   Choice<T> best{inf<T>(), 0, 0};
   if (!(bmin < inf<T>())) return best;  // nothing pruned: no feasible pair
   for (int64_t u = 0; u < d; ++u) lb[u] = kr[u] ? (mu[u] + bmin) + w[u] * (T(2) * cr[u] + w[u] * gdiag[u]) : inf<T>();
@@ -358,17 +366,23 @@ Choice<T> bounded_search(const T* cr, const uint8_t* kr, const T* mu, const T* G
   for (int64_t u = 1; u < d; ++u) first = lb[u] < lb[first] ? u : first;
   if (!kr[first]) return best;  // nothing kept
   score(&first, 1);
-  int n = 0;
-  int64_t* group = s.cand.data();
-  for (int64_t u = 0; u < d; ++u) {
-    if (!(lb[u] <= best.delta) || u == first) continue;  // pruned u have lb = +inf
-    group[n++] = u;
-    if (n == kGroup) {
-      score(group, n);
-      n = 0;
+  int64_t* cand = s.cand.data();  // the other u that may still win, ascending (pruned u have lb = +inf)
+  int64_t n = 0;
+  for (int64_t u = 0; u < d; ++u) {  // without branches
+    cand[n] = u;
+    n += (lb[u] <= best.delta) & (u != first);
+  }
+  int64_t group[kGroup];
+  int ng = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!(lb[cand[i]] <= best.delta)) continue;  // the best score found meanwhile rules it out
+    group[ng++] = cand[i];
+    if (ng == kGroup) {
+      score(group, ng);
+      ng = 0;
     }
   }
-  if (n) score(group, n);
+  if (ng) score(group, ng);
   return best;
 }
 
@@ -388,8 +402,10 @@ void update_minima(const Choice<T>& ch, const uint8_t* kr, const T* Gpad, int64_
     mu[u] = kr[u] && !redo && t_new < mu[u] ? t_new : mu[u];
   }
   int64_t n = 0;
-  for (int64_t u = 0; u < d; ++u)
-    if (flag[u]) s.redo[n++] = u;
+  for (int64_t u = 0; u < d; ++u) {  // without branches
+    s.redo[n] = u;
+    n += flag[u];
+  }
   pruned_minima<T>(s.redo.data(), n, Gpad, dpad, s, mu);
 }
 
