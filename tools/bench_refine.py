@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import sys
 import time
@@ -29,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import swappass as sp  # noqa: E402
 from swappass import kernels, refine  # noqa: E402
-from swappass.kernels import cpu as _cpu  # noqa: E402,F401  (kernels.cpu: the class the fused loop uses)
 from swappass.patterns import parse_pattern  # noqa: E402
 
 SHAPES = {"smollm2": [("q/k/v/o/gate/up d_in=576", 576, 576), ("down d_in=1536", 576, 1536)]}
@@ -67,21 +67,18 @@ def smollm2_layers(block: int, nsamples: int, seqlen: int) -> list[tuple[str, to
              grams[n].G) for n in names]
 
 
-class exhaustive_fused_loop:
-    """Within the block, the compiled per-row search runs its fused loop without the bound (``bounded=False``)."""
-
-    def __enter__(self) -> None:
-        self.original = kernels.cpu.RowSearch
-        original = self.original
-
-        class Exhaustive(original):
-            def __init__(self, lib, G, tile=kernels.cpu._TILE, bounded=False):
-                super().__init__(lib, G, tile, bounded=False)
-
-        kernels.cpu.RowSearch = Exhaustive
-
-    def __exit__(self, *exc) -> None:
-        kernels.cpu.RowSearch = self.original
+@contextlib.contextmanager
+def exhaustive_fused_loop():
+    """Within the block, the compiled per-row search runs its fused loop without the bound."""
+    before = os.environ.get("SWAPPASS_CPU_BOUND")
+    os.environ["SWAPPASS_CPU_BOUND"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["SWAPPASS_CPU_BOUND"]
+        else:
+            os.environ["SWAPPASS_CPU_BOUND"] = before
 
 
 def without_fused_loop(make):

@@ -254,7 +254,7 @@ class _CompiledSearch:
     def _call_refine(self, w, c, keep, loss, R, iters, rtol, swaps, searches, active, state) -> None:
         raise NotImplementedError
 
-    def _refine_state(self, R: int) -> tuple[torch.Tensor, ...] | None:
+    def _refine_state(self, R: int, max_iters: int) -> tuple[torch.Tensor, ...] | None:
         """What the fused loop keeps between its calls within one ``refine_batch`` (None: nothing)."""
         return None
 
@@ -282,7 +282,7 @@ class _CompiledSearch:
         swaps = torch.zeros(R, dtype=torch.long)
         searches = torch.zeros(R, dtype=torch.long)
         active = torch.ones(R, dtype=torch.uint8)
-        state = self._refine_state(R)
+        state = self._refine_state(R, max_iters)
         it = 0
         while it < max_iters and R and bool(active.any()):
             n = max_iters - it
@@ -334,8 +334,8 @@ class RowSearch(_CompiledSearch):
         self._search(_ptr(w), _ptr(c), _ptr(keep), _ptr(self.Gpad), _ptr(self.gdiag), R, self.d, self.dpad,
                      self._tile(R, threads), threads, _ptr(delta), _ptr(u), _ptr(p))
 
-    def _refine_state(self, R: int) -> tuple[torch.Tensor, ...] | None:
-        if not self.bounded:
+    def _refine_state(self, R: int, max_iters: int) -> tuple[torch.Tensor, ...] | None:
+        if not self.bounded or max_iters < 2:  # the bound's set-up costs one exhaustive search: it pays from 2 on
             return None
         if self._Gcol is None:  # G itself when exactly symmetric (a Gram matrix), else its transpose
             G = self.Gpad[:, : self.d]
@@ -406,7 +406,8 @@ def make_search(pattern: SparsityPattern, G: torch.Tensor) -> SearchFn:
     """The compiled search for ``pattern`` over the symmetric ``G`` (d × d, float32/float64, CPU).
 
     Falls back to the plain torch search, with one warning per process, if the kernel cannot be built;
-    other dtypes use the torch search silently.
+    other dtypes use the torch search silently. ``SWAPPASS_CPU_BOUND=0`` in the environment turns the
+    bound-pruned refinement loop of per-row patterns off (the exhaustive loop; the same masks, slower).
     """
     if not isinstance(pattern, (RowSparsity, NMSparsity)):
         raise TypeError(f"cpu swap search handles per-row and N:M patterns, got {pattern}")
@@ -422,4 +423,4 @@ def make_search(pattern: SparsityPattern, G: torch.Tensor) -> SearchFn:
     G = G.contiguous()
     if isinstance(pattern, NMSparsity):
         return NMSearch(lib, G, pattern.m)
-    return RowSearch(lib, G)
+    return RowSearch(lib, G, bounded=os.environ.get("SWAPPASS_CPU_BOUND", "1") != "0")

@@ -23,6 +23,8 @@
 // refine_rows / refine_nm run refine.py's loop (search, accept if dL < -rtol * L_row, c += w_u G[u] - w_p G[p],
 // L_row += dL) for a number of iterations without returning to Python, with torch's roundings; the exact
 // re-derivation of c every `resync_every` iterations stays in Python (a torch matmul, as in refine.py).
+// refine_rows_bounded is refine_rows with a bound-pruned search that makes the same choices (see its comment);
+// it is what backend="cpu" runs for per-row patterns.
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
