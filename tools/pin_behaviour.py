@@ -70,8 +70,8 @@ def tiny_hashes() -> dict[str, str]:
 
 
 def smollm2_hashes() -> dict[str, str]:
-    from swappass import data
-    from swappass.models import load_model
+    from swappass.lm import data
+    from swappass.lm.models import load_model
 
     out = {}
     for name, kwargs in SMOLLM2_RUNS.items():

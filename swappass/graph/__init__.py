@@ -1,36 +1,26 @@
-"""Graph side of the pass: capture, Linear sites, observers, sequential stages."""
-from .capture import (
-    CapturedGraph, CaptureError, NodeSource, as_call, capture, capture_call, input_signature, normalize_call,
-)
+"""graph: the pass over a captured model (layer 5; imports swappass.methods, .refine, .kernels, .core).
+
+``capture`` traces the model into a torch.fx graph sharing the user's parameters; ``sites`` finds its Linear
+sites and Gram groups; ``observers`` and ``instrument`` put statistics-collecting nodes on their inputs;
+``stages`` orders them into dependency levels and stage subgraphs. ``prepared`` (:func:`prepare`), ``convert``
+(:func:`convert`) and ``sparsify`` (:func:`sparsify`, level by level; ``levels`` for checkpoints and resume) are
+the pass in the PT2E shape; ``report`` says what it did per site.
+"""
+from .capture import CapturedGraph, CaptureError, NodeSource, capture
+from .convert import convert
 from .instrument import InstrumentedGraph
+from .levels import LevelState
 from .observers import GramChannelObserver, GramObserver, ObserverFactory, SiteObserver, gram_observer_factory
+from .prepared import PreparedModel, prepare
+from .report import SiteReport, SparsifyReport
 from .sites import DEFAULT_IGNORE, GramGroup, Site, find_sites, gram_groups, select_sites
+from .sparsify import sparsify
 from .stages import SequentialOrderError, Stage, StagePlan, assign_levels, plan_stages
 
 __all__ = [
-    "CapturedGraph",
-    "CaptureError",
-    "NodeSource",
-    "as_call",
-    "capture",
-    "capture_call",
-    "input_signature",
-    "normalize_call",
-    "InstrumentedGraph",
-    "GramChannelObserver",
-    "GramObserver",
-    "ObserverFactory",
-    "SiteObserver",
-    "gram_observer_factory",
-    "DEFAULT_IGNORE",
-    "GramGroup",
-    "Site",
-    "find_sites",
-    "gram_groups",
-    "select_sites",
-    "SequentialOrderError",
-    "Stage",
-    "StagePlan",
-    "assign_levels",
+    "CapturedGraph", "CaptureError", "NodeSource", "capture", "convert", "InstrumentedGraph", "LevelState",
+    "GramChannelObserver", "GramObserver", "ObserverFactory", "SiteObserver", "gram_observer_factory",
+    "PreparedModel", "prepare", "SiteReport", "SparsifyReport", "DEFAULT_IGNORE", "GramGroup", "Site", "find_sites",
+    "gram_groups", "select_sites", "sparsify", "SequentialOrderError", "Stage", "StagePlan", "assign_levels",
     "plan_stages",
 ]

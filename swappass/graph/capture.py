@@ -24,6 +24,8 @@ import torch.fx as fx
 from torch import nn
 from torch.utils import _pytree as pytree
 
+from ..core.errors import InputError
+
 __all__ = [
     "CaptureError",
     "CapturedGraph",
@@ -43,7 +45,7 @@ ModelInput = Any
 NODE_SOURCE = "swappass_source"
 
 
-class CaptureError(RuntimeError):
+class CaptureError(InputError, RuntimeError):
     """The model could not be traced into a graph; the message names the failing construct and what to try."""
 
 
@@ -141,14 +143,14 @@ class CapturedGraph:
     def flatten(self, args: tuple, kwargs: dict) -> list[Any]:
         """Values of the graph's placeholders, in order, for the call ``model(*args, **kwargs)``."""
         if input_signature(args, kwargs) != self.signature:
-            raise ValueError(
+            raise InputError(
                 "this input differs in structure, shape or dtype from the example the graph was captured for; "
                 "capture the model again for it"
             )
         if self.method == "export":
             leaves, spec = pytree.tree_flatten((tuple(args), kwargs))
             if spec != self._in_spec or len(leaves) != len(self._placeholders):
-                raise ValueError(f"input structure {spec} does not match the captured graph's {self._in_spec}")
+                raise InputError(f"input structure {spec} does not match the captured graph's {self._in_spec}")
             return leaves
         bound = inspect.signature(self.model.forward).bind(*args, **kwargs)
         bound.apply_defaults()
@@ -262,7 +264,7 @@ def capture(model: nn.Module, example_inputs: ModelInput, *, method: str = "auto
 def capture_call(model: nn.Module, args: tuple, kwargs: dict, *, method: str = "auto") -> CapturedGraph:
     """:func:`capture` for the call ``model(*args, **kwargs)`` (arguments as :func:`normalize_call` gives them)."""
     if method not in ("auto", "export", "symbolic_trace"):
-        raise ValueError(f"capture method must be 'auto', 'export' or 'symbolic_trace', got {method!r}")
+        raise InputError(f"capture method must be 'auto', 'export' or 'symbolic_trace', got {method!r}")
     tracers = {"export": _export, "symbolic_trace": _symbolic_trace}
     order = ["export", "symbolic_trace"] if method == "auto" else [method]
     failures: list[tuple[str, BaseException]] = []

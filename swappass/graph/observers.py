@@ -14,8 +14,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..channelstats import ChannelStats
-from ..gram import GramAccumulator
+from ..core.channelstats import ChannelStats
+from ..core.gram import GramAccumulator
 
 __all__ = ["SiteObserver", "GramObserver", "GramChannelObserver", "ObserverFactory", "gram_observer_factory"]
 

@@ -24,7 +24,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from ..patterns import SparsityPattern
+from ..core.errors import InputError
+from ..core.patterns import SparsityPattern
 from .capture import CapturedGraph
 
 __all__ = ["Site", "GramGroup", "find_sites", "select_sites", "gram_groups", "DEFAULT_IGNORE", "Selector"]
@@ -283,7 +284,7 @@ def select_sites(
     active = [s for s in sites if s.status == "active"]
     if targets is not None and not active:
         names = ", ".join(s.name for s in sites[:8])
-        raise ValueError(f"targets {targets} matched no prunable Linear site; the sites are: {names}")
+        raise InputError(f"targets {targets} matched no prunable Linear site; the sites are: {names}")
     return active
 
 

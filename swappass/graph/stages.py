@@ -20,10 +20,12 @@ from typing import Any, Iterable, Mapping
 import torch.fx as fx
 from torch import nn
 
+from ..core.errors import InputError
+
 __all__ = ["SequentialOrderError", "assign_levels", "Stage", "StagePlan", "plan_stages"]
 
 
-class SequentialOrderError(ValueError):
+class SequentialOrderError(InputError):
     """A weight is used at several depths of the graph, so sequential calibration has no order for it."""
 
 

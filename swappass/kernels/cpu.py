@@ -9,8 +9,9 @@ compiler, the flags and the CPU (``-march=native``); builds write a private temp
 with an atomic rename, so concurrent processes never see a partial library.
 
 If no compiler is found or the build fails, :func:`make_search` warns once and returns the plain torch search
-(same results, slower). The kernel's choices are bit-for-bit those of :func:`swappass.search.search_rows_torch`
-and :func:`swappass.search.search_nm_torch` (same operations in the same order, no FMA contraction).
+(same results, slower). The kernel's choices are bit-for-bit those of
+:func:`swappass.kernels.torch_search.search_rows_torch` and :func:`~swappass.kernels.torch_search.search_nm_torch`
+(same operations in the same order, no FMA contraction).
 """
 from __future__ import annotations
 
@@ -24,13 +25,13 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from ..patterns import NMSparsity, RowSparsity, SparsityPattern
-from ..rowtiles import resync_rows, row_errors
-from ..search import SwapChoice, nm_diag_blocks, search_nm_torch, search_rows_torch
+from ..core.errors import InputError, SwappassError
+from ..core.patterns import NMSparsity, RowSparsity, SparsityPattern
+from ..core.rowtiles import resync_rows, row_errors
+from .torch_search import SearchFn, SwapChoice, make_torch_search, nm_diag_blocks
 
 __all__ = ["available", "make_search", "load_library", "library_error", "CPUKernelUnavailable"]
 
@@ -42,10 +43,7 @@ _MAX_TILE = 64  # rows per tile, bounded by the kernel's per-tile arrays
 _IN_LANE_M = (2, 4, 8)  # N:M block sizes the kernel scores inside one vector (its switch in search_nm_row)
 _TILE = 16  # rows that share each block of G rows while it is in cache (a choice: 4-64 all time alike here)
 
-SearchFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], SwapChoice]
-
-
-class CPUKernelUnavailable(RuntimeError):
+class CPUKernelUnavailable(SwappassError, RuntimeError):
     """The compiled CPU kernel could not be built or loaded; the message says why."""
 
 
@@ -179,6 +177,11 @@ class _Loader:
         _build(cxx, path)
         return _open(path)
 
+    @property
+    def error(self) -> str | None:
+        """Why loading failed in this process (None if it loaded or was not tried)."""
+        return self._error
+
     def warn_once(self) -> None:
         with self._lock:
             if self._warned:
@@ -203,7 +206,7 @@ def load_library() -> ctypes.CDLL:
 
 def library_error() -> str | None:
     """Why the library could not be built or loaded in this process (``None`` if it loaded or was not tried)."""
-    return _LOADER._error
+    return _LOADER.error
 
 
 # ------------------------------------------------------------------------------------------------ search
@@ -233,17 +236,17 @@ class _CompiledSearch:
         """Check shapes, dtypes and device; contiguous copies only where needed. ``c=None``: w and keep only."""
         cc = w if c is None else c
         if w.dim() != 2 or w.shape[1] != self.d or cc.shape != w.shape or keep.shape != w.shape:
-            raise ValueError(
+            raise InputError(
                 f"cpu swap search: w, c, keep must all be (rows, {self.d}); got {tuple(w.shape)}, "
                 f"{tuple(cc.shape)}, {tuple(keep.shape)}"
             )
         if w.dtype != self.dtype or cc.dtype != self.dtype or keep.dtype != torch.bool:
-            raise ValueError(
+            raise InputError(
                 f"cpu swap search: w and c must be {self.dtype} like G and keep bool; "
                 f"got {w.dtype}, {cc.dtype}, {keep.dtype}"
             )
         if w.device.type != "cpu" or cc.device.type != "cpu" or keep.device.type != "cpu":
-            raise ValueError("cpu swap search: w, c and keep must be CPU tensors")
+            raise InputError("cpu swap search: w, c and keep must be CPU tensors")
         if c is None:
             return w.contiguous(), keep.contiguous()
         return w.contiguous(), c.contiguous(), keep.contiguous()
@@ -259,7 +262,8 @@ class _CompiledSearch:
         return None
 
     def __call__(self, w: torch.Tensor, c: torch.Tensor, keep: torch.Tensor) -> SwapChoice:
-        """Best swap per row of ``w, c, keep`` (R, d); the contract of :func:`swappass.search.search_rows_torch`."""
+        """Best swap per row of ``w, c, keep`` (R, d); the contract of
+        :func:`swappass.kernels.torch_search.search_rows_torch`."""
         w, c, keep = self._inputs(w, c, keep)
         R = w.shape[0]
         delta = torch.empty(R, dtype=self.dtype)
@@ -271,14 +275,14 @@ class _CompiledSearch:
     def refine_batch(
         self, w: torch.Tensor, keep: torch.Tensor, G: torch.Tensor, max_iters: int, rtol: float, resync_every: int
     ) -> tuple[torch.Tensor, int]:
-        """``refine._refine_batch`` with the iterations between two exact re-derivations of c run in C++.
+        """:func:`swappass.refine.loop.refine_batch` with the iterations between two exact re-derivations of c run in C++.
 
         Same decisions and roundings as the Python loop (tested against it): ``keep`` (R, d) is updated in
         place; returns (swaps per row, iterations run). ``G`` is the matrix this search was made from.
         """
         wc, kc = self._inputs(w, None, keep)
         R = wc.shape[0]
-        c, loss = row_errors(wc, kc, G)  # in row tiles, exactly as refine._refine_batch
+        c, loss = row_errors(wc, kc, G)  # in row tiles, exactly as refine_batch
         swaps = torch.zeros(R, dtype=torch.long)
         searches = torch.zeros(R, dtype=torch.long)
         active = torch.ones(R, dtype=torch.uint8)
@@ -290,7 +294,7 @@ class _CompiledSearch:
                 n = min(n, resync_every - it % resync_every)
             self._call_refine(wc, c, kc, loss, R, n, float(rtol), swaps, searches, active, state)
             it += n
-            if resync_every and it % resync_every == 0:  # exactly as refine._refine_batch re-derives c
+            if resync_every and it % resync_every == 0:  # exactly as refine_batch re-derives c
                 resync_rows(wc, kc, G, c, loss, active.nonzero()[:, 0])
         if kc.data_ptr() != keep.data_ptr():
             keep.copy_(kc)
@@ -365,7 +369,7 @@ class NMSearch(_CompiledSearch):
     def __init__(self, lib: ctypes.CDLL, G: torch.Tensor, m: int) -> None:
         super().__init__(lib, G)
         if self.d % m:
-            raise ValueError(f"cpu swap search: d_in = {self.d} is not divisible by M = {m}")
+            raise InputError(f"cpu swap search: d_in = {self.d} is not divisible by M = {m}")
         self.m = m
         nb = self.d // m
         blocks = nm_diag_blocks(G, m)  # (nb, m, m)
@@ -389,14 +393,6 @@ class NMSearch(_CompiledSearch):
                      _ptr(active))
 
 
-def _torch_search(pattern: SparsityPattern, G: torch.Tensor) -> SearchFn:
-    gdiag = G.diagonal().contiguous()
-    if isinstance(pattern, NMSparsity):
-        blocks, m = nm_diag_blocks(G, pattern.m), pattern.m
-        return lambda w, c, keep: search_nm_torch(w, c, keep, blocks, gdiag, m)
-    return lambda w, c, keep: search_rows_torch(w, c, keep, G, gdiag)
-
-
 def available(device: torch.device) -> bool:
     """The backend serves CPU tensors (the build happens at first :func:`make_search`)."""
     return torch.device(device).type == "cpu"
@@ -412,14 +408,14 @@ def make_search(pattern: SparsityPattern, G: torch.Tensor) -> SearchFn:
     if not isinstance(pattern, (RowSparsity, NMSparsity)):
         raise TypeError(f"cpu swap search handles per-row and N:M patterns, got {pattern}")
     if G.dim() != 2 or G.shape[0] != G.shape[1] or G.device.type != "cpu":
-        raise ValueError(f"cpu swap search: G must be a square CPU matrix, got {tuple(G.shape)} on {G.device}")
+        raise InputError(f"cpu swap search: G must be a square CPU matrix, got {tuple(G.shape)} on {G.device}")
     if G.dtype not in (torch.float32, torch.float64):
-        return _torch_search(pattern, G)
+        return make_torch_search(pattern, G)
     try:
         lib = load_library()
     except CPUKernelUnavailable:
         _LOADER.warn_once()
-        return _torch_search(pattern, G)
+        return make_torch_search(pattern, G)
     G = G.contiguous()
     if isinstance(pattern, NMSparsity):
         return NMSearch(lib, G, pattern.m)

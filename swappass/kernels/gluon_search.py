@@ -18,8 +18,8 @@ import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
-from ..search import SwapChoice
-from .triton_search import _prepare
+from .torch_search import SwapChoice
+from .triton_search import search_inputs
 
 __all__ = ["row_search_gluon", "DEFAULT_T_CONFIG"]
 
@@ -150,7 +150,7 @@ def row_search_gluon(
     BR, BU = RT * TR * WR, UT * TU * WU
     G = pad_gram(G, config)
     D = G.shape[0]
-    w, a, b, act = _prepare(w, c, keep, gdiag, active)
+    w, a, b, act = search_inputs(w, c, keep, gdiag, active)
     order = torch.argsort(act == 0, stable=True)  # slot -> row, active rows first (no host sync)
     RP = triton.cdiv(R, BR) * BR
 

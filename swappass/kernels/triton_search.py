@@ -7,7 +7,7 @@ candidate prunes ``u`` and streams the restore candidates ``p`` in tiles of ``BP
 p-tile that reached it. After the sweep, ``a_u`` is added, the row's best ``u`` in the tile is taken (lowest
 index on ties) and its best ``p`` is recovered by re-evaluating that one p-tile. A tiny torch reduction over
 u-tiles then gives, per row, the minimum with ties to the lowest u, then the lowest p — the contract of
-:func:`swappass.search.search_rows_torch`.
+:func:`swappass.kernels.torch_search.search_rows_torch`.
 
 N:M patterns (:func:`nm_search`): each program takes ``BR`` rows × ``BB`` blocks and evaluates every in-block
 pair ``(i, j)`` of the ``M × M`` block, in (block, i, j) order, i.e. lowest u, then lowest p on ties.
@@ -21,9 +21,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ..search import SwapChoice, swap_terms
+from .torch_search import SwapChoice, swap_terms
 
-__all__ = ["row_search", "nm_search", "DEFAULT_ROW_CONFIG"]
+__all__ = ["row_search", "nm_search", "search_inputs", "DEFAULT_ROW_CONFIG"]
 
 INF = tl.constexpr(float("inf"))  # kernels may only read constexpr globals
 
@@ -123,7 +123,11 @@ def _nm_search_kernel(
 DEFAULT_ROW_CONFIG = (16, 32, 16, 8)
 
 
-def _prepare(w, c, keep, gdiag, active):
+def search_inputs(
+    w: torch.Tensor, c: torch.Tensor, keep: torch.Tensor, gdiag: torch.Tensor, active: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What both GPU kernels read: float32 contiguous ``w`` and one-sided terms ``a``, ``b`` (R, d), and the
+    ``active`` row flag as int8 (all rows when None)."""
     w = w.contiguous().float()
     a, b = swap_terms(w, c.float(), keep, gdiag)
     if active is None:
@@ -146,7 +150,7 @@ def row_search(
     """
     R, D = w.shape
     BR, BU, BP, warps = config
-    w, a, b, act = _prepare(w, c, keep, gdiag, active)
+    w, a, b, act = search_inputs(w, c, keep, gdiag, active)
     order = torch.argsort(act == 0, stable=True).to(torch.int32)  # active rows first, no host sync
     n_utiles = triton.cdiv(D, BU)
     val = torch.full((R, n_utiles), float("inf"), dtype=torch.float32, device=w.device)
@@ -177,7 +181,7 @@ def nm_search(
     if m & (m - 1):
         raise ValueError(f"the Triton N:M kernel needs M to be a power of two, got M = {m}")
     BB = BB or max(1, 256 // (m * m))
-    w, a, b, act = _prepare(w, c, keep, gdiag, active)
+    w, a, b, act = search_inputs(w, c, keep, gdiag, active)
     n_chunks = triton.cdiv(D // m, BB)
     val = torch.full((R, n_chunks), float("inf"), dtype=torch.float32, device=w.device)
     idx = torch.zeros((R, n_chunks), dtype=torch.int64, device=w.device)

@@ -1,0 +1,94 @@
+"""The export job: a pruned model directory (``save_pretrained`` + ``swappass_masks.safetensors``) to ONNX.
+
+``swappass export DIR`` and ``swappass prune … --onnx`` export such a directory with :func:`export_pruned_dir`;
+:func:`load_pruned_dir` and :func:`example_inputs_for` are the pieces it is made of.
+"""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.masks import MASKS_FILE, load_masks
+from ..onnx.adapter import ExportError
+from ..onnx.export import export_onnx
+from ..onnx.report import ExportReport
+
+__all__ = ["load_pruned_dir", "example_inputs_for", "export_pruned_dir"]
+
+
+def load_pruned_dir(model_dir: str | Path, dtype: torch.dtype = torch.float32):
+    """``(model, tokenizer or None, masks dict or None)`` from a ``save_pretrained`` directory holding
+    ``swappass_masks.safetensors``. The model class is the one named in ``config.json`` (``architectures``)."""
+    import transformers
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        what = "does not exist" if not model_dir.exists() else "holds no config.json (not a save_pretrained directory)"
+        raise ExportError(f"model directory {model_dir} {what}")
+    config = transformers.AutoConfig.from_pretrained(str(model_dir))
+    arch = (getattr(config, "architectures", None) or [None])[0]
+    cls = getattr(transformers, arch, None) if arch else None
+    if cls is None:
+        cls = transformers.AutoModelForCausalLM if arch and arch.endswith("ForCausalLM") else transformers.AutoModel
+    model = cls.from_pretrained(str(model_dir), dtype=dtype).eval()
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
+    except Exception:  # a directory without tokenizer files: random token ids are used for verification
+        tokenizer = None
+    masks_path = model_dir / MASKS_FILE
+    masks = load_masks(masks_path) if masks_path.is_file() else None
+    return model, tokenizer, masks
+
+
+_SAMPLE_TEXT = (
+    "The tower is 324 metres tall, about the same height as an 81-storey building, and the tallest structure in "
+    "Paris. Its base is square, measuring 125 metres on each side. During its construction, the Eiffel Tower "
+    "surpassed the Washington Monument to become the tallest man-made structure in the world."
+)
+
+
+def example_inputs_for(model: nn.Module, tokenizer=None, batch: int = 2, seq_len: int = 16,
+                       seed: int = 0) -> dict[str, torch.Tensor]:
+    """Token inputs ``(batch, seq_len)`` for a Hugging Face model: real text through ``tokenizer`` when given,
+    else seeded random ids; ``attention_mask`` of ones, ``token_type_ids`` of zeros when forward() takes it."""
+    if batch < 1 or seq_len < 1:
+        raise ValueError(f"batch and seq_len must be ≥ 1, got {batch} and {seq_len}")
+    config = getattr(model, "config", None)
+    vocab = getattr(config, "vocab_size", None)
+    if tokenizer is not None:
+        ids = tokenizer(_SAMPLE_TEXT, add_special_tokens=False)["input_ids"]
+        need = batch * seq_len
+        ids = (ids * (need // max(len(ids), 1) + 1))[:need]
+        input_ids = torch.tensor(ids, dtype=torch.long).view(batch, seq_len)
+        if vocab:
+            input_ids = input_ids.clamp_max(vocab - 1)
+    else:
+        if not vocab:
+            raise ExportError("the model config has no vocab_size and no tokenizer was given: pass example inputs")
+        input_ids = torch.randint(0, vocab, (batch, seq_len), generator=torch.Generator().manual_seed(seed))
+    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    if "token_type_ids" in inspect.signature(model.forward).parameters:
+        inputs["token_type_ids"] = torch.zeros_like(input_ids)
+    return inputs
+
+
+def export_pruned_dir(model_dir: str | Path, out: str | Path, *, batch: int = 2, seq_len: int = 16,
+                      dtype: torch.dtype = torch.float32, **export_kwargs: Any) -> ExportReport:
+    """Export a pruned model directory (``save_pretrained`` + ``swappass_masks.safetensors``) to ONNX at ``out``
+    and verify it; what ``swappass export`` and ``swappass prune --onnx`` run. Keyword arguments go to
+    :func:`export_onnx`."""
+    model, tokenizer, masks = load_pruned_dir(model_dir, dtype)
+    notes = []
+    if masks is None:
+        notes.append(f"{Path(model_dir) / MASKS_FILE} not found: exported without a sparsity audit")
+    example = example_inputs_for(model, tokenizer, batch=batch, seq_len=seq_len)
+    verbose = export_kwargs.pop("verbose", True)
+    report = export_onnx(model, example, out, masks=masks, verbose=False, **export_kwargs)
+    report.notes.extend(notes)
+    if verbose:
+        print(report)
+    return report

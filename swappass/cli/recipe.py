@@ -1,0 +1,150 @@
+"""The options of ``swappass prune`` and the run's *recipe*: everything that decides the result, checked up front.
+
+:func:`check_options` validates the options before any work (no model is loaded, nothing is written) and returns
+the recipe that :mod:`swappass.cli.output_dir` compares with the run already in ``--out`` (resume or refuse).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import InputError
+from ..core.patterns import parse_pattern
+from ..lm import data
+from ..lm.calibration import HF_PREFIX
+from ..lm.errors import DataNotFoundError
+from ..methods.options import REFINE_METHODS, REFIT_METHODS, WARM_START_METHODS, check_prune_options
+from .options import DTYPES, resolve_device
+from .plot import PlotError, require_matplotlib
+
+__all__ = ["PruneOptions", "check_options", "file_sha256", "sparsify_extras"]
+
+
+@dataclass
+class PruneOptions:
+    """Everything ``swappass prune`` takes; see ``swappass prune --help`` for each."""
+
+    model: str
+    out: Path
+    pattern: str = "0.6"
+    warm_start: str = "wanda"
+    iters: int = 100
+    calib: str = "wikitext2"
+    nsamples: int = 128
+    seqlen: int = 2048
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    batch_size: int = 1
+    gram_tf32: bool = False
+    targets: list[str] | None = None
+    ignore: list[str] = field(default_factory=list)
+    refine: str = "swaps"
+    refit: str = "none"
+    onnx: bool = False
+    plot: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB pieces)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _calib_identity(spec: str) -> tuple[str, str | None]:
+    """(the spec as recorded, the text's SHA-256 for files) — raises for a missing file."""
+    if spec in ("self", "wikitext2") or spec.startswith(HF_PREFIX):
+        if spec == "wikitext2":
+            try:
+                path = data.wikitext2_path("valid")
+            except DataNotFoundError as exc:
+                raise InputError(
+                    f"--calib wikitext2: {exc}. Pass a text file (--calib FILE.txt), --calib self (data-free: "
+                    f"samples from the model) or a hub dataset (--calib hf:NAME[:CONFIG[:SPLIT]])"
+                ) from exc
+            return spec, file_sha256(path)
+        return spec, None
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise InputError(
+            f"--calib {spec}: no such file. Use a text file, 'wikitext2', 'self' (data-free) or "
+            f"hf:NAME[:CONFIG[:SPLIT]]"
+        )
+    return str(path.resolve()), file_sha256(path)
+
+
+def _model_identity(spec: str) -> str:
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
+
+
+def sparsify_extras(opts: PruneOptions) -> dict[str, Any]:
+    """``refine`` / ``refit`` for :func:`swappass.sparsify`, passed only when not the default."""
+    extras: dict[str, Any] = {}
+    if opts.refine != REFINE_METHODS[0]:
+        extras["refine"] = opts.refine
+    if opts.refit != REFIT_METHODS[0]:
+        extras["refit"] = opts.refit
+    return extras
+
+
+def _check_methods(opts: PruneOptions, pattern) -> None:
+    """Reject a method combination the pass cannot run (e.g. --refit sparsegpt without SparseGPT's own mask)."""
+    refit = False if opts.refit == REFIT_METHODS[0] else opts.refit
+    try:
+        check_prune_options(pattern, opts.warm_start, opts.refine, refit, opts.iters)
+    except ValueError as exc:
+        flags = f"--warm-start {opts.warm_start} --refine {opts.refine} --refit {opts.refit} --pattern {pattern}"
+        raise InputError(f"{flags}: {exc}") from exc
+
+
+def check_options(opts: PruneOptions) -> dict[str, Any]:
+    """Validate the options before any work; returns the run's recipe (what decides the result)."""
+    try:
+        pattern = parse_pattern(opts.pattern)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"--pattern {opts.pattern!r}: {exc}") from exc
+    if opts.warm_start not in WARM_START_METHODS:
+        raise InputError(f"--warm-start {opts.warm_start!r}: choose one of {', '.join(WARM_START_METHODS)}")
+    if opts.refine not in REFINE_METHODS or opts.refit not in REFIT_METHODS:
+        raise InputError(f"--refine must be one of {REFINE_METHODS} and --refit one of {REFIT_METHODS}")
+    for flag, value, low in (("--nsamples", opts.nsamples, 1), ("--seqlen", opts.seqlen, 2),
+                             ("--iters", opts.iters, 0), ("--batch-size", opts.batch_size, 1)):
+        if value < low:
+            raise InputError(f"{flag} must be at least {low}, got {value}")
+    if opts.dtype not in DTYPES:
+        raise InputError(f"--dtype {opts.dtype!r}: choose one of {', '.join(DTYPES)}")
+    device = resolve_device(opts.device)
+    if opts.plot:
+        try:
+            require_matplotlib()
+        except PlotError as exc:
+            raise InputError(f"--plot: {exc}") from exc
+    _check_methods(opts, pattern)
+    calib, calib_sha = _calib_identity(opts.calib)
+    return {
+        "model": _model_identity(opts.model),
+        "pattern": str(pattern),
+        "warm_start": opts.warm_start,
+        "iters": opts.iters,
+        "refine": opts.refine,
+        "refit": opts.refit,
+        "calib": calib,
+        "calib_sha256": calib_sha,
+        "nsamples": opts.nsamples,
+        "seqlen": opts.seqlen,
+        "seed": opts.seed,
+        "batch_size": opts.batch_size,
+        "gram_tf32": opts.gram_tf32,
+        "device": device,
+        "dtype": opts.dtype,
+        "targets": list(opts.targets) if opts.targets is not None else None,
+        "ignore": list(opts.ignore),
+    }

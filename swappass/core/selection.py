@@ -1,0 +1,65 @@
+"""Masks from scores: keep the best entries under a pattern, and project a mask onto a pattern.
+
+Masks are bool, shaped like the scores (``d_out × d_in``), **True = keep**. Ties follow Wanda's convention:
+scores are sorted ascending with a stable sort and the lowest are pruned, so among equal scores the lower input
+index (the lower flat, row-major index under a layer budget) is pruned first.
+"""
+from __future__ import annotations
+
+import torch
+
+from .errors import InputError
+from .patterns import NMSparsity, PatternLike, RowSparsity, UnstructuredSparsity, parse_pattern
+
+__all__ = ["mask_from_scores", "project_mask"]
+
+
+def mask_from_scores(scores: torch.Tensor, pattern: PatternLike) -> torch.Tensor:
+    """Keep the highest scores per row (per M-block for N:M; over the whole layer for an unstructured budget).
+
+    Returns a bool mask shaped like ``scores``, True = keep.
+    """
+    pattern = parse_pattern(pattern)
+    d_out, d_in = scores.shape
+    pattern.check_shape(d_out, d_in, where="scores")
+    if isinstance(pattern, NMSparsity):
+        blocks = scores.reshape(d_out, d_in // pattern.m, pattern.m)
+        order = torch.sort(blocks, dim=2, stable=True).indices
+        mask = torch.ones_like(blocks, dtype=torch.bool)
+        mask.scatter_(2, order[..., : pattern.m - pattern.n], False)
+        return mask.reshape(d_out, d_in)
+    if isinstance(pattern, RowSparsity):
+        n_pruned = d_in - pattern.kept_per_row(d_in)
+        order = torch.sort(scores, dim=1, stable=True).indices
+        mask = torch.ones_like(scores, dtype=torch.bool)
+        mask.scatter_(1, order[:, :n_pruned], False)
+        return mask
+    if isinstance(pattern, UnstructuredSparsity):
+        n_pruned = d_out * d_in - pattern.kept_total(d_out, d_in)
+        order = torch.sort(scores.reshape(-1), stable=True).indices
+        mask = torch.ones(d_out * d_in, dtype=torch.bool, device=scores.device)
+        mask[order[:n_pruned]] = False
+        return mask.reshape(d_out, d_in)
+    raise TypeError(f"pattern {pattern} has no per-row mask selection")
+
+
+def project_mask(mask: torch.Tensor, scores: torch.Tensor, pattern: PatternLike) -> torch.Tensor:
+    """Nearest feasible mask: change as few entries of ``mask`` as possible, choosing them by ``scores``.
+
+    Per row (per M-block for N:M, over the layer for an unstructured budget): a group keeping more than the
+    pattern allows drops its lowest-scored kept entries; one keeping fewer restores its highest-scored pruned
+    entries; a feasible group is unchanged. Equivalent to keeping the best entries under the order
+    (kept by ``mask`` first, then by score), ties to the lower index as in :func:`mask_from_scores`.
+    """
+    pattern = parse_pattern(pattern)
+    if tuple(mask.shape) != tuple(scores.shape) or mask.dim() != 2:
+        raise InputError(f"mask {tuple(mask.shape)} and scores {tuple(scores.shape)} must be the same 2-D shape")
+    layer_wide = isinstance(pattern, UnstructuredSparsity)
+    flat_s = scores.reshape(1, -1) if layer_wide else scores
+    flat_m = mask.reshape(1, -1) if layer_wide else mask
+    by_score = torch.sort(flat_s, dim=1, stable=True).indices
+    by_mask = torch.sort(flat_m.gather(1, by_score).to(torch.int8), dim=1, stable=True).indices
+    order = by_score.gather(1, by_mask)  # ascending precedence: pruned by score, then kept by score
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order).contiguous())
+    return mask_from_scores(rank.reshape(mask.shape).to(torch.float64), pattern)

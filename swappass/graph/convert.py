@@ -1,0 +1,118 @@
+"""``convert``: choose the masks of every observed group and write the pruned weights into the model.
+
+Each Gram group's statistics go to :func:`swappass.methods.prune_weights.prune_weights` (warm start, refinement,
+optional refit); the result is written into the user's own parameters in place (the model object needs no
+swappass to run afterwards) and into the group's report rows; then the group's statistics are freed.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..core.errors import InputError, NoCalibrationDataError
+from ..methods.options import check_prune_options
+from ..methods.prune_weights import prune_weights
+from .prepared import PreparedModel
+from .report import SparsifyReport
+from .sites import GramGroup, Site
+
+__all__ = ["convert", "convert_groups", "write_back"]
+
+
+def convert(
+    prepared: PreparedModel,
+    *,
+    warm_start: str = "wanda",
+    max_iters: int = 100,
+    backend: str = "auto",
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    refine: str | None = None,
+    refit: bool | str = False,
+    group: torch.distributed.ProcessGroup | None = None,
+) -> SparsifyReport:
+    """Prune every observed group not pruned yet, write the weights into the model, remove the observers.
+
+    ``warm_start`` / ``refine`` / ``refit`` / ``max_iters`` / ``group`` as in :func:`swappass.sparsify`
+    (``refine=None``: the one given to :func:`swappass.prepare`). Returns the report (``prepared.report``).
+    Raises :class:`~swappass.core.errors.NoCalibrationDataError` if some group saw no calibration data.
+    """
+    t0 = time.perf_counter()
+    refine = prepared.refine if refine is None else refine
+    prepared.refit = check_prune_options(prepared.pattern, warm_start, refine, refit, max_iters)
+    prepared.refine = refine
+    todo = [g for g in prepared.groups if g.key not in prepared.converted]
+    if refine == "dsnot":
+        _check_channel_stats(prepared, todo)
+    convert_groups(prepared, todo, warm_start, max_iters, backend, device, progress, desc="prune",
+                   process_group=group)
+    prepared.remove_observers()
+    prepared.report.seconds += time.perf_counter() - t0
+    return prepared.report
+
+
+def _check_channel_stats(prepared: PreparedModel, groups: Sequence[GramGroup]) -> None:
+    missing = [g.key for g in groups if prepared.observers[g.key].tokens
+               and "channel_stats" not in prepared.observers[g.key].statistics()]
+    if missing:
+        raise InputError(
+            f"refine='dsnot' needs DSnoT's per-channel statistics, which were not collected for {missing[0]}"
+            f"{f' and {len(missing) - 1} more groups' if len(missing) > 1 else ''}: pass refine='dsnot' to prepare() "
+            f"(or an observer whose statistics() include 'channel_stats')"
+        )
+
+
+def convert_groups(
+    prepared: PreparedModel,
+    groups: Sequence[GramGroup],
+    warm_start: str,
+    max_iters: int,
+    backend: str,
+    device: torch.device | str | None,
+    progress: bool,
+    desc: str,
+    process_group: torch.distributed.ProcessGroup | None = None,
+) -> None:
+    """Prune ``groups`` from their observers' statistics, write them back, fill their report rows, free them."""
+    bar = tqdm(total=sum(len(g.sites) for g in groups), desc=desc, unit="site", leave=False, disable=not progress)
+    for group in groups:
+        obs = prepared.observers[group.key]
+        if obs.tokens == 0:
+            raise NoCalibrationDataError(
+                f"{group.key}: no calibration data reached these sites; call the prepared model on calibration "
+                f"inputs before convert"
+            )
+        stats = obs.statistics()
+        results = prune_weights(
+            [s.user_weight() for s in group.sites], stats["G"], prepared.pattern,
+            warm_start=warm_start, refine=prepared.refine, refit=prepared.refit, max_iters=max_iters,
+            backend=backend, device=device if device is not None else group.sites[0].weight.device,
+            statistics=stats, name=group.key, names=group.names, group=process_group,
+        )
+        for site, res in zip(group.sites, results):
+            stored = write_back(site, res.mask, res.weight)
+            prepared.row(site.name).record(res, warm_start, int(stats["tokens"]), stored)
+            prepared.report.settings.setdefault("backend", res.info.get("backend"))
+            bar.update(1)
+        obs.release()
+        prepared.converted.add(group.key)
+    bar.close()
+
+
+@torch.no_grad()
+def write_back(site: Site, mask: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Write the pruned weight into the user's parameter in place; returns the mask as stored (bool).
+
+    ``mask`` (and ``weight``, the refitted values, or None for mask only) are ``d_out × d_in``.
+    """
+    param = site.weight
+    stored_mask = (mask.T if site.transposed else mask).to(param.device)
+    if weight is None:
+        param.masked_fill_(~stored_mask, 0)
+    else:
+        new = (weight.T if site.transposed else weight).to(device=param.device, dtype=param.dtype)
+        param.copy_(new.masked_fill(~stored_mask, 0))
+    return stored_mask

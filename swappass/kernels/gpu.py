@@ -1,0 +1,69 @@
+"""The CUDA backends' factories: Gluon (register-tiled) and Triton searches, and when each can run.
+
+Both kernels modules import Triton at module level, so they are imported only when a search is made.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..core.patterns import NMSparsity, SparsityPattern
+from .torch_search import SearchFn, nm_diag_blocks
+
+__all__ = ["triton_available", "gluon_available", "make_triton_search", "make_gluon_search"]
+
+
+def triton_available(device: torch.device) -> bool:
+    """CUDA is there and Triton imports."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def gluon_available(device: torch.device) -> bool:
+    """:func:`triton_available` and this Triton has the Gluon dialect."""
+    if not triton_available(device):
+        return False
+    try:
+        from triton.experimental import gluon  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _make_gpu_search(pattern: SparsityPattern, G: torch.Tensor, use_gluon: bool) -> SearchFn:
+    from . import triton_search
+
+    gdiag = G.diagonal().contiguous().float()
+    Gf = G.contiguous().float()
+    if isinstance(pattern, NMSparsity):
+        blocks = nm_diag_blocks(Gf, pattern.m)
+
+        def search(w, c, keep, active=None):
+            return triton_search.nm_search(w, c, keep, blocks, gdiag, pattern.m, active=active)
+    elif use_gluon:
+        from .gluon_search import pad_gram, row_search_gluon
+
+        Gp = pad_gram(Gf)  # once per search, not per iteration
+
+        def search(w, c, keep, active=None):
+            return row_search_gluon(w, c, keep, Gp, gdiag, active=active)
+    else:
+        def search(w, c, keep, active=None):
+            return triton_search.row_search(w, c, keep, Gf, gdiag, active=active)
+
+    search.supports_active = True  # the device-side refinement loop may pass an `active` row flag
+    return search
+
+
+def make_triton_search(pattern: SparsityPattern, G: torch.Tensor) -> SearchFn:
+    """The portable Triton search (per-row and N:M patterns)."""
+    return _make_gpu_search(pattern, G, use_gluon=False)
+
+
+def make_gluon_search(pattern: SparsityPattern, G: torch.Tensor) -> SearchFn:
+    """The Gluon search for per-row patterns (N:M uses the Triton kernel)."""
+    return _make_gpu_search(pattern, G, use_gluon=True)

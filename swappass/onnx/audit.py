@@ -1,0 +1,188 @@
+"""Sparsity audit of an ONNX file: every pruned weight found in the graph, its zeros checked against its mask.
+
+Each pruned parameter is located (:mod:`swappass.onnx.locate`); then every pruned position must be exactly 0 in
+the file, kept positions must equal the PyTorch weights (when given), ``d_in`` must be the reduction axis of every
+consuming MatMul/Gemm, and an N:M pattern must hold along that axis.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import onnx
+import torch
+
+from ..core.masks import PrunedWeight
+from ..core.patterns import NMSparsity, parse_pattern
+from .locate import GraphIndex, Location, locate_pruned_weights, user_view
+from .metadata import METADATA_SPARSITY, read_sparsity_metadata
+
+__all__ = ["WeightAudit", "SparsityAudit", "audit_sparsity"]
+
+
+@dataclass
+class WeightAudit:
+    """The audit of one pruned parameter."""
+
+    parameter: str
+    pattern: str
+    status: str  # "ok" | "FAIL" | "unused"
+    initializer: str | None = None
+    storage: str | None = None
+    shape: tuple[int, ...] | None = None
+    in_axis: int | None = None
+    reduction_axes: list[int] = field(default_factory=list)
+    located_by: str | None = None
+    sparsity: float | None = None  # fraction of zeros in the file's tensor
+    mask_sparsity: float = 0.0
+    kept_zeros: int = 0  # kept weights that are exactly zero (allowed; reported)
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["shape"] = list(self.shape) if self.shape else None
+        return d
+
+
+@dataclass
+class SparsityAudit:
+    """Per-parameter results of :func:`audit_sparsity`; ``passed`` when no entry failed."""
+
+    entries: list[WeightAudit]
+
+    @property
+    def passed(self) -> bool:
+        return all(e.status != "FAIL" for e in self.entries)
+
+    @property
+    def failures(self) -> list[WeightAudit]:
+        return [e for e in self.entries if e.status == "FAIL"]
+
+    def summary(self) -> str:
+        ok = sum(e.status == "ok" for e in self.entries)
+        unused = sum(e.status == "unused" for e in self.entries)
+        text = f"{ok}/{len(self.entries)} pruned weights verified in the file"
+        if unused:
+            text += f", {unused} not used by the exported outputs"
+        if self.failures:
+            text += f", {len(self.failures)} FAILED"
+        return text
+
+    def __str__(self) -> str:
+        lines = [f"sparsity audit: {self.summary()}"]
+        for e in self.failures:
+            lines.append(f"  FAIL {e.parameter} ({e.initializer or 'not located'}): " + "; ".join(e.problems))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "summary": self.summary(), "weights": [e.to_dict() for e in self.entries]}
+
+
+def audit_sparsity(
+    model: onnx.ModelProto | str | Path,
+    records: Iterable[PrunedWeight] | Mapping[str, PrunedWeight],
+    weights: Mapping[str, torch.Tensor] | None = None,
+    unused: Iterable[str] = (),
+) -> SparsityAudit:
+    """Check that every pruned weight in an ONNX file is zero exactly where its mask prunes.
+
+    For each record: the weight is located (see :func:`locate_pruned_weights`); every pruned position must be
+    exactly 0 in the file; kept positions must equal ``weights`` (if given); ``d_in`` must be the reduction
+    axis of every consuming MatMul/Gemm; and for N:M patterns every block of M along that axis holds at most N
+    non-zeros. ``unused``: parameters known not to feed the exported outputs (reported, not failed).
+    """
+    if isinstance(model, (str, Path)):
+        base_dir = Path(model).parent
+        model = onnx.load(str(model))
+    else:
+        base_dir = None
+    records = list(records.values()) if isinstance(records, Mapping) else list(records)
+    index = GraphIndex(model, base_dir)
+    metadata = read_sparsity_metadata(model).get(METADATA_SPARSITY)
+    locations = locate_pruned_weights(index, records, weights, metadata)
+    unused = set(unused)
+    entries = []
+    for rec in records:
+        loc = locations[rec.name]
+        w = weights.get(rec.name) if weights is not None else None
+        entries.append(_audit_one(index, rec, loc, w, rec.name in unused))
+        if loc is not None:
+            index.forget(loc.source)  # keep memory flat on large models
+    return SparsityAudit(entries)
+
+
+def _audit_one(index: GraphIndex, rec: PrunedWeight, loc: Location | None, weight, unused: bool) -> WeightAudit:
+    mask_user = rec.user_mask.cpu().numpy()
+    entry = WeightAudit(rec.name, rec.pattern, "ok", mask_sparsity=float(1.0 - mask_user.mean()))
+    if loc is None:
+        if unused:
+            entry.status = "unused"
+            entry.problems.append("not in the graph: the exported outputs do not use this parameter")
+        else:
+            entry.status = "FAIL"
+            entry.problems.append(
+                f"not found in the ONNX graph: no MatMul/Gemm weight of shape {tuple(mask_user.shape)} (or its "
+                "transpose) is named like it or holds its kept values"
+            )
+        return entry
+    entry.initializer, entry.storage, entry.located_by = loc.source, loc.storage, loc.how
+    if loc.error is not None:
+        entry.status = "FAIL"
+        entry.problems.append(loc.error)
+        return entry
+    arr = index.array(loc.source)
+    view = user_view(arr, loc.in_axis)
+    entry.shape, entry.in_axis = tuple(arr.shape), loc.in_axis
+    entry.reduction_axes = sorted({op.reduction_axis for op in loc.operands})
+    entry.sparsity = float((arr == 0).mean())
+    entry.kept_zeros = int(np.count_nonzero(view[mask_user] == 0))
+    problems = entry.problems
+    pruned_nonzero = np.argwhere((view != 0) & ~mask_user)
+    if len(pruned_nonzero):
+        r, c = (int(v) for v in pruned_nonzero[0])
+        problems.append(
+            f"{len(pruned_nonzero)} pruned weight(s) are non-zero in the file, first at output {r}, input {c} "
+            f"(value {view[r, c]:.6g})"
+        )
+    if weight is not None:
+        w = weight.detach().cpu()
+        W_user = (w.T if rec.transposed else w).numpy()
+        differs = view[mask_user] != W_user[mask_user]
+        if np.any(differs):
+            diff = np.abs(view[mask_user].astype(np.float64) - W_user[mask_user].astype(np.float64)).max()
+            problems.append(f"{int(differs.sum())} kept weight(s) differ from the PyTorch parameter "
+                            f"(max |diff| {diff:.3g})")
+    for op in loc.operands:
+        if op.reduction_axis != loc.in_axis:
+            problems.append(
+                f"{op.consumer} reduces over axis {op.reduction_axis} of {loc.source}, but the pruned inputs (d_in) "
+                f"lie along axis {loc.in_axis}"
+            )
+    pattern = parse_pattern(rec.pattern)
+    if isinstance(pattern, NMSparsity):
+        problems.extend(_nm_problems(arr, entry.reduction_axes, pattern))
+    if problems:
+        entry.status = "FAIL"
+    return entry
+
+
+def _nm_problems(arr: np.ndarray, axes: Sequence[int], pattern: NMSparsity) -> list[str]:
+    """Blocks of M along each reduction axis must hold at most N non-zeros (what sparse tensor cores read)."""
+    out = []
+    for axis in axes:
+        along = np.moveaxis(arr, axis, -1)  # (other, K)
+        K = along.shape[-1]
+        if K % pattern.m:
+            out.append(f"reduction axis {axis} has length {K}, not a multiple of M = {pattern.m}")
+            continue
+        counts = np.count_nonzero(along.reshape(along.shape[0], K // pattern.m, pattern.m), axis=2)
+        bad = np.argwhere(counts > pattern.n)
+        if len(bad):
+            o, b = (int(v) for v in bad[0])
+            out.append(
+                f"{len(bad)} block(s) of {pattern.m} along reduction axis {axis} hold more than {pattern.n} non-zeros, "
+                f"first: block {b} of slice {o} holds {int(counts[o, b])}"
+            )
+    return out
