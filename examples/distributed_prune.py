@@ -26,9 +26,9 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import swappass as sp  # noqa: E402
-from swappass import distributed  # noqa: E402
-from swappass.data import calibration_windows  # noqa: E402
-from swappass.masks import MASKS_FILE, save_masks  # noqa: E402
+from swappass.refine import distributed  # noqa: E402
+from swappass.lm.data import calibration_windows  # noqa: E402
+from swappass.core.masks import MASKS_FILE, save_masks  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,7 +53,7 @@ def load(spec: str):
     """``(model, tokenizer or None)``; a model directory without tokenizer files loads with ``tokenizer=None``."""
     from transformers import AutoModelForCausalLM
 
-    from swappass.models import load_model
+    from swappass.lm.models import load_model
 
     if Path(spec).is_dir() and not any(Path(spec).glob("tokenizer*")):
         return AutoModelForCausalLM.from_pretrained(spec, dtype=torch.float32).eval(), None

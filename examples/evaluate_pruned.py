@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from swappass import data, evaluate
-from swappass.models import load_model
+from swappass.lm import data, evaluate
+from swappass.lm.models import load_model
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 
 
 def describe_sparsity(path: Path) -> None:
-    from swappass.onnx_audit import read_sparsity_metadata
+    from swappass.onnx.metadata import read_sparsity_metadata
 
     meta = read_sparsity_metadata(path)
     entries = meta.get("swappass.sparsity", {})

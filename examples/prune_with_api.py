@@ -14,9 +14,9 @@ import argparse
 from pathlib import Path
 
 import swappass as sp
-from swappass.calibration import calibration_set
-from swappass.masks import MASKS_FILE, save_masks
-from swappass.models import load_model
+from swappass.lm.calibration import calibration_set
+from swappass.core.masks import MASKS_FILE, save_masks
+from swappass.lm.models import load_model
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,14 +23,14 @@ from .core.masks import PrunedWeight, load_masks, save_masks
 from .core.patterns import NMSparsity, RowSparsity, SparsityPattern, UnstructuredSparsity, parse_pattern
 from .core.selection import mask_from_scores, project_mask
 from .core.version import __version__
-from .graph.capture import CapturedGraph, CaptureError, capture
-from .graph.convert import convert
+from .graph.conversion import convert
 from .graph.levels import LevelState
 from .graph.prepared import PreparedModel, prepare
 from .graph.report import SiteReport, SparsifyReport
-from .graph.sparsify import sparsify
+from .graph.sequential import sparsify
+from .graph.tracing import CapturedGraph, CaptureError, capture
 from .methods.dsnot import dsnot_refine, dsnot_skips
-from .methods.prune_weights import PruneResult, prune_weights
+from .methods.prune_step import PruneResult, prune_weights
 from .methods.refit import RefitResult, refit_weights
 from .methods.sparsegpt import SparseGPTResult, sparsegpt_prune, sparsegpt_warm_start
 from .methods.warmstart import warm_start, warm_start_scores

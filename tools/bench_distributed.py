@@ -1,7 +1,7 @@
-"""Speed-up of the 1-swap refinement split across GPUs (swappass.distributed): 1, 2 and 4 ranks in one run.
+"""Speed-up of the 1-swap refinement split across GPUs (swappass.refine.distributed): 1, 2 and 4 ranks in one run.
 
 For each world size N of ``--gpus`` (default 1 2 4), N fresh processes (one per GPU, NCCL; gloo with ``--device
-cpu``) are joined through :func:`swappass.distributed.init_distributed` (N = 1: no process group, the plain
+cpu``) are joined through :func:`swappass.refine.distributed.init_distributed` (N = 1: no process group, the plain
 single-process path) and refine the same layers with ``refine_mask(..., group=group)``: the Gram groups of one
 LLaMA-3.1-8B decoder block as the graph pass refines them — q/k/v rows concatenated (6144 × 4096), o (4096 × 4096),
 gate/up (28672 × 4096), down (4096 × 14336) — with random weights (std 0.02) and a synthetic Gram matrix with
@@ -67,7 +67,7 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, out_dir: 
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
     import swappass as sp
-    from swappass import distributed
+    from swappass.refine import distributed
 
     backend = "gloo" if args.device == "cpu" else "nccl"
     group = distributed.init_distributed(backend=backend)

@@ -3,7 +3,7 @@
 Part 1 (``--formats``): one MatMul with a pruned K × N fp32 weight (2:4 along K, 60% and 90% unstructured),
 stored as: dense initializer; ONNX ``sparse_initializer`` (int64 linear indices, int32 linear indices, int64
 coordinates); bit mask + values rebuilt by ``NonZero``/``ScatterND``; and swappass's form (bit mask + values
-rebuilt by ``CumSum``/``Gather``/``Where``, :mod:`swappass.onnx_compact`). For each: ONNX checker, whether
+rebuilt by ``CumSum``/``Gather``/``Where``, :mod:`swappass.onnx.compact`). For each: ONNX checker, whether
 onnxruntime loads it and computes the right result, file size, session creation time, per-run time.
 
 Part 2 (``--model smollm2-135m``): the real model pruned by magnitude at 2:4 and 60% per row, exported by
@@ -30,7 +30,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from swappass.onnx_compact import _SHARED, _rebuild  # noqa: E402  (the implementation under test)
+from swappass.onnx.compact import SHARED_CONSTANTS, rebuild_nodes  # noqa: E402  (the implementation under test)
 
 
 def pruned_weight(K: int, N: int, kind: str, rng: np.random.Generator) -> np.ndarray:
@@ -90,8 +90,8 @@ def fmt_scatter(W):
 
 
 def fmt_swappass(W):
-    nodes, tensors = _rebuild("W", W)
-    shared = [numpy_helper.from_array(v, k) for k, v in _SHARED.items()]
+    nodes, tensors = rebuild_nodes("W", W)
+    shared = [numpy_helper.from_array(v, k) for k, v in SHARED_CONSTANTS.items()]
     return graph(W.shape, nodes, tensors + shared)
 
 
@@ -159,8 +159,8 @@ def bench_model(spec: str, seq: int) -> None:
     import torch
 
     import swappass as sp
-    from swappass.pruned_dir import example_inputs_for
-    from swappass.models import load_model
+    from swappass.cli.export import example_inputs_for
+    from swappass.lm.models import load_model
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from pruning_helper import magnitude_prune
@@ -196,7 +196,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--formats", action="store_true", help="part 1: storage formats on one MatMul")
     ap.add_argument("--size", type=int, nargs=2, default=(1024, 1024), metavar=("K", "N"))
-    ap.add_argument("--model", default=None, help="part 2: a model spec for swappass.models.load_model")
+    ap.add_argument("--model", default=None, help="part 2: a model spec for swappass.lm.models.load_model")
     ap.add_argument("--seq", type=int, default=128, help="tokens per inference run in part 2")
     args = ap.parse_args()
     machine = platform.processor() or platform.machine()

@@ -18,10 +18,10 @@ Tables (subcommands, any order; each row runs once per output directory and is r
 * ``refit``   -- with a weight update at the deployment pattern 2:4 (and per row 60%): SparseGPT with its own
   update (its N:M baseline), Wanda / RIA / SparseGPT warm starts + SparseSwaps + refit.
 
-Protocol: the model in float32 (``swappass.models.load_model``); calibration on ``--nsamples`` random windows of
-``--seqlen`` tokens of WikiText-2 *valid* (``swappass.data.calibration_windows``, seed ``--seed``; Wanda's loader
+Protocol: the model in float32 (``swappass.lm.models.load_model``); calibration on ``--nsamples`` random windows of
+``--seqlen`` tokens of WikiText-2 *valid* (``swappass.lm.data.calibration_windows``, seed ``--seed``; Wanda's loader
 rule); sequential calibration (the pass's default); evaluation on WikiText-2 raw *test*
-(``swappass.data.perplexity_windows``: rows joined with "\\n\\n", non-overlapping ``--eval-seqlen`` windows,
+(``swappass.lm.data.perplexity_windows``: rows joined with "\\n\\n", non-overlapping ``--eval-seqlen`` windows,
 all of them unless ``--eval-windows``). TF32 is off (fp32 matmuls). The dense perplexity comes first.
 
 Lease-friendly: the model is loaded once and every row prunes a deep copy of it; calibration windows, evaluation
@@ -48,8 +48,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import swappass as sp  # noqa: E402
-from swappass import data, evaluate  # noqa: E402
-from swappass.models import load_model  # noqa: E402
+from swappass.lm import data, evaluate  # noqa: E402
+from swappass.lm.models import load_model  # noqa: E402
 
 SWEEP = (0, 1, 2, 5, 10, 25, 50, 100, 200)
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -215,7 +215,7 @@ class Bench:
             "blocks": "all decoder blocks" if a.blocks is None else f"the first {a.blocks} decoder blocks only",
         }
 
-    def _fingerprint(self) -> dict:
+    def fingerprint(self) -> dict:
         keys = ("model", "nsamples", "seqlen", "seed", "eval_windows", "eval_seqlen", "quick", "blocks")
         return {k: self.protocol[k] for k in keys} | {"device_type": self.args.device.split(":")[0]}
 
@@ -226,7 +226,7 @@ class Bench:
         found = {}
         for line in path.read_text().splitlines():
             rec = json.loads(line)
-            if rec.get("fingerprint") == self._fingerprint():
+            if rec.get("fingerprint") == self.fingerprint():
                 found[rec["key"]] = rec
         if found:
             print(f"reusing {len(found)} rows from {path}")
@@ -283,7 +283,7 @@ class Bench:
         return False
 
     def _save(self, rec: dict, report: sp.SparsifyReport | None) -> None:
-        rec["fingerprint"] = self._fingerprint()
+        rec["fingerprint"] = self.fingerprint()
         self.results[rec["key"]] = rec
         with open(self.out / "results.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
@@ -402,7 +402,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("tables", nargs="+", choices=TABLES, help="what to run (rows shared between tables run once)")
     ap.add_argument("--out", required=True, help="output directory (results.jsonl, sites.jsonl, results.md, figure1.*)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--model", default="smollm2-135m", help="alias, HF directory or .gguf file (swappass.models)")
+    ap.add_argument("--model", default="smollm2-135m", help="alias, HF directory or .gguf file (swappass.lm.models)")
     ap.add_argument("--nsamples", type=int, default=128)
     ap.add_argument("--seqlen", type=int, default=2048)
     ap.add_argument("--seed", type=int, default=0)
@@ -453,7 +453,7 @@ def main(argv: list[str] | None = None) -> None:
         for spec in table_specs(table, args):
             bench.run(spec, table)
         if table == "figure1":
-            write_figure1(bench.out, figure1_spec(args.iters), bench._fingerprint(),
+            write_figure1(bench.out, figure1_spec(args.iters), bench.fingerprint(),
                           figure1_title(args.model, args.iters, args.quick))
     (bench.out / "results.md").write_text(bench.markdown())
     print()

@@ -4,7 +4,7 @@
     python tools/bench_refine.py --iters 100 --patterns 0.6
     python tools/bench_refine.py --source smollm2 --iters 100 --patterns 0.6 0.5 --paths cpu-exhaustive cpu
 
-Paths: ``torch`` (refine.py's loop around the plain torch search), ``cpu-search`` (refine.py's loop around the
+Paths: ``torch`` (the Python refinement loop around the plain torch search), ``cpu-search`` (the Python refinement loop around the
 compiled search), ``cpu-exhaustive`` (the loop in C++ around the exhaustive compiled search), ``cpu`` (the loop in
 C++ with the bound-pruned search, what ``backend="cpu"`` runs for per-row patterns; for N:M it is the same loop
 as ``cpu-exhaustive``). ``--source synthetic``: random weights and Gram matrices of SmolLM2's shapes;
@@ -29,8 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import swappass as sp  # noqa: E402
-from swappass import kernels, refine  # noqa: E402
-from swappass.patterns import parse_pattern  # noqa: E402
+from swappass import kernels  # noqa: E402
+from swappass.refine import rows  # noqa: E402
+from swappass.core.patterns import parse_pattern  # noqa: E402
 
 SHAPES = {"smollm2": [("q/k/v/o/gate/up d_in=576", 576, 576), ("down d_in=1536", 576, 1536)]}
 REAL = ("self_attn.q_proj", "self_attn.o_proj", "mlp.up_proj", "mlp.down_proj")
@@ -49,8 +50,8 @@ def synthetic_layers() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
 
 def smollm2_layers(block: int, nsamples: int, seqlen: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     """Real weights of block ``block`` and the Gram matrices of their dense inputs on WikiText-2 valid."""
-    from swappass import data
-    from swappass.models import load_model
+    from swappass.lm import data
+    from swappass.lm.models import load_model
 
     model, tok = load_model("smollm2-135m")
     mods = dict(model.named_modules())
@@ -82,25 +83,25 @@ def exhaustive_fused_loop():
 
 
 def without_fused_loop(make):
-    """refine._make_search as it is, but hiding the kernel's refine_batch so refine.py's loop runs."""
-    def patched(backend, pattern, G, chunk_elems):
-        search = make(backend, pattern, G, chunk_elems)
+    """The registry's make_search as it is, but hiding the kernel's refine_batch so the Python loop runs."""
+    def patched(backend, pattern, G, budget_elems):
+        search = make(backend, pattern, G, budget_elems)
         return lambda w, c, keep: search(w, c, keep)
     return patched
 
 
 def run_path(path: str, W, G, mask, pattern, iters: int):
     backend = "torch" if path == "torch" else "cpu"
-    original = refine._make_search
+    original = rows.make_search
     if path == "cpu-search":
-        refine._make_search = without_fused_loop(original)
+        rows.make_search = without_fused_loop(original)
     try:
         with exhaustive_fused_loop() if path == "cpu-exhaustive" else contextlib.nullcontext():
             t0 = time.perf_counter()
             res = sp.refine_mask(W, G, mask, pattern, max_iters=iters, backend=backend)
             return time.perf_counter() - t0, res
     finally:
-        refine._make_search = original
+        rows.make_search = original
 
 
 def main() -> None:

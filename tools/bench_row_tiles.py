@@ -1,9 +1,9 @@
-"""Cost of the row tiles (swappass.rowtiles) against one matmul per batch, same run, same inputs.
+"""Cost of the row tiles (swappass.core.rowtiles) against one matmul per batch, same run, same inputs.
 
 refine_mask computes ``c = ((1 − m) ⊙ w) G`` and the row errors in fixed tiles of rows so that a row's bits do
 not depend on the rows computed with it (needed for the bit-for-bit distributed result). This measures what
 that costs: (1) the products alone for a whole layer, tiles vs one ``E @ G``; (2) refine_mask end to end with
-the tiles vs with the single-matmul products refine.py used before (patched in for the comparison).
+the tiles vs with the single-matmul products the refinement used before (patched in for the comparison).
 
     python tools/bench_row_tiles.py --device cpu --threads 1                      # SmolLM2-135M shapes
     python tools/bench_row_tiles.py --device cuda --shapes 28672x4096 4096x14336  # LLaMA-3.1-8B gate/up, down
@@ -21,7 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import swappass as sp  # noqa: E402
-from swappass import refine, rowtiles  # noqa: E402
+from swappass.core import rowtiles  # noqa: E402
+from swappass.refine import loop, rows  # noqa: E402
 from swappass.kernels import cpu as cpu_kernel  # noqa: E402
 
 
@@ -39,17 +40,17 @@ def single_matmul_resync(w, keep, G, c, loss, rows, tile=None):
 
 @contextmanager
 def products(kind: str):
-    """Patch refine.py and the CPU kernel's loop to the chosen row products."""
-    modules = (refine, cpu_kernel)
-    saved = [(m, m.row_errors, m.resync_rows) for m in modules]
+    """Patch the refinement loop, its row setup and the CPU kernel's loop to the chosen row products."""
+    patches = {"row_errors": single_matmul, "resync_rows": single_matmul_resync}
+    saved = [(m, name, getattr(m, name)) for m in (loop, rows, cpu_kernel) for name in patches if hasattr(m, name)]
     if kind == "single":
-        for m in modules:
-            m.row_errors, m.resync_rows = single_matmul, single_matmul_resync
+        for m, name, _ in saved:
+            setattr(m, name, patches[name])
     try:
         yield
     finally:
-        for m, errors, resync in saved:
-            m.row_errors, m.resync_rows = errors, resync
+        for m, name, original in saved:
+            setattr(m, name, original)
 
 
 def timed(fn, device, repeat):

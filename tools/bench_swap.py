@@ -21,8 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import swappass as sp  # noqa: E402
-from swappass.patterns import NMSparsity, parse_pattern  # noqa: E402
-from swappass.search import SwapChoice, nm_diag_blocks, search_nm_torch, search_rows_torch, swap_terms  # noqa: E402
+from swappass.core.patterns import NMSparsity, parse_pattern  # noqa: E402
+from swappass.kernels.torch_search import SwapChoice, nm_diag_blocks, search_nm_torch, search_rows_torch, swap_terms  # noqa: E402
 
 SHAPES = {  # (name, d_out rows benchmarked, d_in)
     "smollm2": [("q/k/v/o/gate/up d_in=576", 576, 576), ("down d_in=1536", 576, 1536)],

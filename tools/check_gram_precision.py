@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from swappass.gram import gram_product
+from swappass.core.gram import gram_product
 
 
 def _activations(tokens: int, d: int, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:

@@ -9,7 +9,7 @@ OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'nccl', torch.cuda.nccl.version())"
-python3 -m pytest -q -p no:cacheprovider tests/test_distributed.py tests/test_refine.py tests/test_kernels_triton.py \
+python3 -m pytest -q -p no:cacheprovider tests/refine/test_distributed.py tests/refine/test_refine_mask.py tests/kernels/test_triton_kernels.py \
     2>&1 | tee "$OUT/pytest.txt" | tail -3
 # the example with NCCL on 2 GPUs against 1 GPU: the same weights, masks and report
 python3 -c "
@@ -20,7 +20,7 @@ ARGS="$OUT/tiny --calib random --nsamples 8 --seqlen 64 --iters 30 --no-progress
 torchrun --standalone --nproc-per-node 2 examples/distributed_prune.py $ARGS --out "$OUT/ex_two" > "$OUT/example_two.txt" 2>&1
 python3 examples/distributed_prune.py $ARGS --out "$OUT/ex_one" > "$OUT/example_one.txt" 2>&1
 python3 -c "
-import json, torch; from safetensors.torch import load_file; from swappass.masks import load_masks
+import json, torch; from safetensors.torch import load_file; from swappass.core.masks import load_masks
 a, b = load_file('$OUT/ex_one/model.safetensors'), load_file('$OUT/ex_two/model.safetensors')
 ma, mb = load_masks('$OUT/ex_one/swappass_masks.safetensors'), load_masks('$OUT/ex_two/swappass_masks.safetensors')
 ra, rb = (json.load(open(f'$OUT/{d}/swappass_report.json')) for d in ('ex_one', 'ex_two'))

@@ -8,8 +8,8 @@ OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton, transformers, onnxruntime; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__, 'onnxruntime', onnxruntime.__version__)"
-python3 -m pytest -q -p no:cacheprovider -m "not slow" tests/test_kernels_triton.py tests/test_refine.py \
-    tests/test_graph_pass.py tests/test_export.py 2>&1 | tee "$OUT/pytest.txt" | tail -5
+python3 -m pytest -q -p no:cacheprovider -m "not slow" tests/kernels/test_triton_kernels.py tests/refine/test_refine_mask.py \
+    tests/graph/test_pass.py tests/onnx/test_export.py 2>&1 | tee "$OUT/pytest.txt" | tail -5
 python3 tools/tune_triton.py --dims 4096 14336 --variants gluon-p gluon --json "$OUT/tune.json" \
     --best-env "$OUT/best_config.txt" > "$OUT/tune.txt" 2>&1
 grep -E "failed|same=False" "$OUT/tune.txt"; sed -n '/top configurations/,$p' "$OUT/tune.txt"

@@ -14,7 +14,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from swappass.kernels.gluon_search import row_search_gluon  # noqa: E402
-from swappass.warmstart import mask_from_scores  # noqa: E402
+from swappass.core.selection import mask_from_scores  # noqa: E402
 
 
 def main() -> None:

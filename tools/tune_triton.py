@@ -18,8 +18,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from swappass.kernels import triton_search as ts  # noqa: E402
-from swappass.patterns import parse_pattern  # noqa: E402
-from swappass.search import search_rows_torch  # noqa: E402
+from swappass.core.patterns import parse_pattern  # noqa: E402
+from swappass.kernels.torch_search import search_rows_torch  # noqa: E402
 
 TRITON_CONFIGS = [(16, 32, 16, 8), (8, 64, 16, 8)]  # portable kernel: (BR, BU, BP, num_warps)
 # Gluon kernel: (RT, UT, BP, TR, TU, WR, WU), see swappass/kernels/gluon_search.py; "gluon-p" adds prefetch
@@ -51,7 +51,7 @@ def main() -> None:
         G = (G + G.T) / 2
         w = torch.randn(args.rows, d, device="cuda")
         scores = w.abs() * G.diagonal().sqrt()
-        from swappass.warmstart import mask_from_scores
+        from swappass.core.selection import mask_from_scores
 
         keep = mask_from_scores(scores, pattern)
         c = (w * ~keep) @ G

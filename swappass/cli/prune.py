@@ -31,10 +31,10 @@ from tqdm.auto import tqdm
 from ..core.errors import InputError, NonFiniteActivationError
 from ..core.masks import MASKS_FILE, save_masks
 from ..core.version import __version__
-from ..graph.capture import CaptureError
 from ..graph.report import SparsifyReport
+from ..graph.sequential import sparsify
 from ..graph.sites import DEFAULT_IGNORE
-from ..graph.sparsify import sparsify
+from ..graph.tracing import CaptureError
 from ..lm.calibration import calibration_set, describe_source
 from ..lm.errors import LMInputError
 from ..lm.models import load_model

@@ -1,21 +1,21 @@
 """graph: the pass over a captured model (layer 5; imports swappass.methods, .refine, .kernels, .core).
 
-``capture`` traces the model into a torch.fx graph sharing the user's parameters; ``sites`` finds its Linear
+``tracing`` captures the model into a torch.fx graph sharing the user's parameters; ``sites`` finds its Linear
 sites and Gram groups; ``observers`` and ``instrument`` put statistics-collecting nodes on their inputs;
-``stages`` orders them into dependency levels and stage subgraphs. ``prepared`` (:func:`prepare`), ``convert``
-(:func:`convert`) and ``sparsify`` (:func:`sparsify`, level by level; ``levels`` for checkpoints and resume) are
+``stages`` orders them into dependency levels and stage subgraphs. ``prepared`` (:func:`prepare`), ``conversion``
+(:func:`convert`) and ``sequential`` (:func:`sparsify`, level by level; ``levels`` for checkpoints and resume) are
 the pass in the PT2E shape; ``report`` says what it did per site.
 """
-from .capture import CapturedGraph, CaptureError, NodeSource, capture
-from .convert import convert
+from .conversion import convert
 from .instrument import InstrumentedGraph
 from .levels import LevelState
 from .observers import GramChannelObserver, GramObserver, ObserverFactory, SiteObserver, gram_observer_factory
 from .prepared import PreparedModel, prepare
 from .report import SiteReport, SparsifyReport
+from .sequential import sparsify
 from .sites import DEFAULT_IGNORE, GramGroup, Site, find_sites, gram_groups, select_sites
-from .sparsify import sparsify
 from .stages import SequentialOrderError, Stage, StagePlan, assign_levels, plan_stages
+from .tracing import CapturedGraph, CaptureError, NodeSource, capture
 
 __all__ = [
     "CapturedGraph", "CaptureError", "NodeSource", "capture", "convert", "InstrumentedGraph", "LevelState",

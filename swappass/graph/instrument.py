@@ -5,10 +5,10 @@ from typing import Mapping, MutableMapping, Sequence
 
 import torch.fx as fx
 
-from .capture import CapturedGraph
 from .observers import ObserverFactory, SiteObserver
 from .sites import GramGroup, Site, gram_groups
 from .stages import StagePlan, assign_levels, plan_stages
+from .tracing import CapturedGraph
 
 __all__ = ["InstrumentedGraph", "OBSERVER_PREFIX"]
 

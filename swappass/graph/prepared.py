@@ -16,11 +16,11 @@ from torch import nn
 from ..core.errors import InputError
 from ..core.patterns import PatternLike, SparsityPattern, parse_pattern
 from ..methods.options import check_prune_options
-from .capture import CapturedGraph, ModelInput, as_call, capture_call, input_signature, move_to, normalize_call
 from .instrument import InstrumentedGraph
 from .observers import ObserverFactory, SiteObserver, gram_observer_factory
 from .report import SiteReport, SparsifyReport
 from .sites import GramGroup, Selector, find_sites, select_sites
+from .tracing import CapturedGraph, ModelInput, as_call, capture_call, input_signature, move_to, normalize_call
 
 __all__ = ["PreparedModel", "prepare", "model_device", "output_weights"]
 

@@ -12,7 +12,7 @@ import torch
 
 from ..core.loss import relative_reduction
 from ..core.masks import PrunedWeight
-from ..methods.prune_weights import PruneResult
+from ..methods.prune_step import PruneResult
 
 __all__ = ["SiteReport", "SparsifyReport"]
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..core.errors import InputError
 from ..core.patterns import SparsityPattern
-from .capture import CapturedGraph
+from .tracing import CapturedGraph
 
 __all__ = ["Site", "GramGroup", "find_sites", "select_sites", "gram_groups", "DEFAULT_IGNORE", "Selector"]
 

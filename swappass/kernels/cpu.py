@@ -33,7 +33,8 @@ from ..core.patterns import NMSparsity, RowSparsity, SparsityPattern
 from ..core.rowtiles import resync_rows, row_errors
 from .torch_search import SearchFn, SwapChoice, make_torch_search, nm_diag_blocks
 
-__all__ = ["available", "make_search", "load_library", "library_error", "CPUKernelUnavailable"]
+__all__ = ["available", "make_search", "load_library", "library_error", "reset_loader", "find_compiler",
+           "CPUKernelUnavailable", "RowSearch", "NMSearch"]
 
 SOURCE = Path(__file__).with_name("swap_search_cpu.cpp")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fPIC", "-shared", "-std=c++17")
@@ -48,7 +49,7 @@ class CPUKernelUnavailable(SwappassError, RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------------- build
-def _compiler() -> str | None:
+def find_compiler() -> str | None:
     """``$SWAPPASS_CXX`` or ``$CXX`` if set (used as given), else the first of g++, c++, clang++ on PATH."""
     for var in ("SWAPPASS_CXX", "CXX"):
         if os.environ.get(var):
@@ -163,7 +164,7 @@ class _Loader:
             return self._lib
 
     def _load(self) -> ctypes.CDLL:
-        cxx = _compiler()
+        cxx = find_compiler()
         if cxx is None:
             raise CPUKernelUnavailable("no C++ compiler found (set $SWAPPASS_CXX or $CXX, or install g++)")
         if not SOURCE.is_file():
@@ -202,6 +203,13 @@ _LOADER = _Loader()
 def load_library() -> ctypes.CDLL:
     """The compiled kernel library (built and cached at first call). Raises :class:`CPUKernelUnavailable`."""
     return _LOADER.load()
+
+
+def reset_loader() -> None:
+    """Forget the loaded library and any failure: the next :func:`make_search` builds or loads it again (after a
+    compiler was installed, or with another ``$SWAPPASS_CACHE``)."""
+    global _LOADER
+    _LOADER = _Loader()
 
 
 def library_error() -> str | None:

@@ -3,12 +3,11 @@ agreement with a reference (dense) model: KL divergence and top-1 agreement of t
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from dataclasses import dataclass
-
 from torch import nn
 from tqdm.auto import tqdm
 

@@ -1,6 +1,6 @@
 """The pruning methods a pass can combine, and which combinations make sense (checked before any work).
 
-A site is pruned in three steps (:func:`swappass.methods.prune_weights.prune_weights`): a warm start
+A site is pruned in three steps (:func:`swappass.methods.prune_step.prune_weights`): a warm start
 (:data:`WARM_START_METHODS`), a refinement of its mask (:data:`REFINE_METHODS`) and a refit of the kept weights
 (:data:`REFIT_METHODS`). :func:`check_prune_options` rejects an unknown method or an invalid combination, naming
 what to change.

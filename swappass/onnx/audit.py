@@ -6,6 +6,7 @@ consuming MatMul/Gemm, and an N:M pattern must hold along that axis.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -16,10 +17,11 @@ import torch
 
 from ..core.masks import PrunedWeight
 from ..core.patterns import NMSparsity, parse_pattern
+from ..core.version import __version__
 from .locate import GraphIndex, Location, locate_pruned_weights, user_view
-from .metadata import METADATA_SPARSITY, read_sparsity_metadata
+from .metadata import METADATA_PATTERN, METADATA_SPARSITY, METADATA_VERSION, read_sparsity_metadata
 
-__all__ = ["WeightAudit", "SparsityAudit", "audit_sparsity"]
+__all__ = ["WeightAudit", "SparsityAudit", "audit_sparsity", "sparsity_metadata"]
 
 
 @dataclass
@@ -186,3 +188,26 @@ def _nm_problems(arr: np.ndarray, axes: Sequence[int], pattern: NMSparsity) -> l
                 f"first: block {b} of slice {o} holds {int(counts[o, b])}"
             )
     return out
+
+
+def sparsity_metadata(audit: SparsityAudit) -> dict[str, str]:
+    """``metadata_props`` for the file: swappass version, pattern(s), and per-initializer sparsity as JSON."""
+    per_init = {}
+    for e in audit.entries:
+        if e.initializer is None:
+            continue
+        per_init[e.initializer] = {
+            "parameter": e.parameter,
+            "pattern": e.pattern,
+            "sparsity": round(e.sparsity, 6) if e.sparsity is not None else None,
+            "shape": list(e.shape) if e.shape else None,
+            "in_axis": e.in_axis,
+            "reduction_axis": e.reduction_axes[0] if len(e.reduction_axes) == 1 else e.reduction_axes,
+            "storage": e.storage,
+        }
+    patterns = sorted({e.pattern for e in audit.entries})
+    return {
+        METADATA_VERSION: __version__,
+        METADATA_PATTERN: ",".join(patterns),
+        METADATA_SPARSITY: json.dumps(per_init, sort_keys=True),
+    }

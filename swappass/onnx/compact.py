@@ -25,11 +25,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["CompactedTensor", "compact_bytes", "compact_initializers", "MIN_SAVED_BYTES"]
+__all__ = ["CompactedTensor", "compact_bytes", "compact_initializers", "rebuild_nodes", "SHARED_CONSTANTS",
+           "MIN_SAVED_BYTES"]
 
 MIN_SAVED_BYTES = 256  # compact a tensor only when its serialized form shrinks by at least this much
 _PREFIX = "swappass_compact"
-_SHARED = {
+SHARED_CONSTANTS = {
     f"{_PREFIX}.shifts": np.arange(8, dtype=np.uint8),
     f"{_PREFIX}.seven": np.array([7], dtype=np.uint8),
     f"{_PREFIX}.last_axis": np.array([-1], dtype=np.int64),
@@ -70,7 +71,7 @@ def compact_initializers(model: onnx.ModelProto, min_sparsity: float = 0.3) -> l
         if sparsity < min_sparsity or array.nbytes - compact_bytes(array) < MIN_SAVED_BYTES:
             keep_inits.append(init)
             continue
-        nodes, tensors = _rebuild(init.name, array)
+        nodes, tensors = rebuild_nodes(init.name, array)
         dense = init.ByteSize()
         compact = sum(n.ByteSize() for n in nodes) + sum(t.ByteSize() for t in tensors)
         if dense - compact < MIN_SAVED_BYTES:
@@ -81,7 +82,7 @@ def compact_initializers(model: onnx.ModelProto, min_sparsity: float = 0.3) -> l
         done.append(CompactedTensor(init.name, dense, compact, float(sparsity)))
     if not done:
         return done
-    shared = [numpy_helper.from_array(v, k) for k, v in _SHARED.items() if k not in {i.name for i in keep_inits}]
+    shared = [numpy_helper.from_array(v, k) for k, v in SHARED_CONSTANTS.items() if k not in {i.name for i in keep_inits}]
     del graph.initializer[:]
     graph.initializer.extend(keep_inits + shared)
     nodes = new_nodes + list(graph.node)  # constants first keeps the graph topologically sorted
@@ -94,7 +95,8 @@ def _is_float(init: TensorProto) -> bool:
     return init.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
 
 
-def _rebuild(name: str, array: np.ndarray) -> tuple[list[onnx.NodeProto], list[TensorProto]]:
+def rebuild_nodes(name: str, array: np.ndarray) -> tuple[list[onnx.NodeProto], list[TensorProto]]:
+    """The rebuild nodes and initializers of ``array`` stored as ``name`` (the shared constants not included)."""
     flat = array.reshape(-1)
     keep = flat != 0
     values = np.concatenate([flat[keep], np.zeros(1, dtype=flat.dtype)])

@@ -1,4 +1,5 @@
-"""The ``metadata_props`` swappass writes into an exported file, and reading them back.
+"""The ``metadata_props`` swappass writes into an exported file (:func:`swappass.onnx.audit.sparsity_metadata`
+makes them from an audit), and reading them back.
 
 ``swappass.version``, ``swappass.pattern`` and ``swappass.sparsity`` (JSON keyed by initializer: the PyTorch
 ``parameter``, ``pattern``, measured ``sparsity``, ``shape``, ``in_axis``, ``reduction_axis``, ``storage``).
@@ -7,44 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 import onnx
 
-from ..core.version import __version__
-
-if TYPE_CHECKING:  # the audit builds on this module; only its type is needed here
-    from .audit import SparsityAudit
-
-__all__ = ["sparsity_metadata", "read_sparsity_metadata", "set_metadata", "METADATA_VERSION", "METADATA_PATTERN",
+__all__ = ["read_sparsity_metadata", "set_metadata", "METADATA_VERSION", "METADATA_PATTERN",
            "METADATA_SPARSITY"]
 
 METADATA_VERSION = "swappass.version"
 METADATA_PATTERN = "swappass.pattern"
 METADATA_SPARSITY = "swappass.sparsity"
-
-
-def sparsity_metadata(audit: SparsityAudit) -> dict[str, str]:
-    """``metadata_props`` for the file: swappass version, pattern(s), and per-initializer sparsity as JSON."""
-    per_init = {}
-    for e in audit.entries:
-        if e.initializer is None:
-            continue
-        per_init[e.initializer] = {
-            "parameter": e.parameter,
-            "pattern": e.pattern,
-            "sparsity": round(e.sparsity, 6) if e.sparsity is not None else None,
-            "shape": list(e.shape) if e.shape else None,
-            "in_axis": e.in_axis,
-            "reduction_axis": e.reduction_axes[0] if len(e.reduction_axes) == 1 else e.reduction_axes,
-            "storage": e.storage,
-        }
-    patterns = sorted({e.pattern for e in audit.entries})
-    return {
-        METADATA_VERSION: __version__,
-        METADATA_PATTERN: ",".join(patterns),
-        METADATA_SPARSITY: json.dumps(per_init, sort_keys=True),
-    }
 
 
 def read_sparsity_metadata(model: onnx.ModelProto | str | Path) -> dict:

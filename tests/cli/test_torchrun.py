@@ -14,13 +14,13 @@ import torch
 from safetensors.torch import load_file
 
 from swappass import cli
-from swappass.checkpoint import LevelCheckpoints
-from swappass.masks import MASKS_FILE, load_masks
-from swappass.run_dir import CHECKPOINT_DIR, RUN_FILE
+from swappass.cli.checkpoint import LevelCheckpoints
+from swappass.core.masks import MASKS_FILE, load_masks
+from swappass.cli.output_dir import CHECKPOINT_DIR, RUN_FILE
 from cli_helpers import SMALL, save_tiny_run_inputs
 from dist_helper import one_thread
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 TIMEOUT_S = 180
 

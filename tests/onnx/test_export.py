@@ -15,12 +15,13 @@ from pruning_helper import magnitude_prune
 from torch import nn
 
 import swappass as sp
-from swappass.export import ExportError
-from swappass.pruned_dir import export_pruned_dir
-from swappass.masks import MASKS_FILE, PrunedWeight, save_masks
-from swappass.onnx_audit import METADATA_SPARSITY, audit_sparsity, read_sparsity_metadata
+from swappass.onnx.adapter import ExportError
+from swappass.cli.export import export_pruned_dir
+from swappass.core.masks import MASKS_FILE, PrunedWeight, save_masks
+from swappass.onnx.audit import audit_sparsity
+from swappass.onnx.metadata import METADATA_SPARSITY, read_sparsity_metadata
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_llama():
@@ -344,7 +345,7 @@ def test_verification_failure_names_output_and_error(tmp_path):
     assert all(c.max_abs == pytest.approx(0.5, abs=1e-5) for c in failed)
     assert "output 'b'" in report.failures()[0] and "0.5" in report.failures()[0]
     assert "FAILED" in str(report)
-    with pytest.raises(ExportError, match="output 'b'"):
+    with pytest.raises(sp.VerificationError, match="output 'b'"):
         sp.export_onnx(ExportDiffersFromEager(), x, tmp_path / "m2.onnx", verbose=False, strict=True)
 
 
@@ -377,11 +378,11 @@ def test_model_in_training_mode_exports_and_verifies_in_eval_mode(tmp_path):
 
 
 def test_external_data_when_over_the_protobuf_limit(tmp_path, monkeypatch):
-    import swappass.export as ex
+    import swappass.onnx.export as ex
 
     model, records = build("llama", "2:4")
     monkeypatch.setattr(ex, "PROTOBUF_LIMIT_BYTES", 60_000)
-    monkeypatch.setattr(ex, "_EXTERNAL_MARGIN", 0)
+    monkeypatch.setattr(ex, "EXTERNAL_MARGIN", 0)
     with pytest.raises(ExportError, match="exceed the 2 GB protobuf limit"):
         sp.export_onnx(model, token_inputs("llama"), tmp_path / "no.onnx", masks=records, external_data=False,
                        verbose=False)
@@ -415,7 +416,7 @@ def test_cli_export_end_to_end(tmp_path):
     _saved_pruned_dir(tmp_path / "pruned")
     out, js = tmp_path / "m.onnx", tmp_path / "report.json"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "swappass.cli", "export", str(tmp_path / "pruned"), "--out", str(out), "--compact",
+    cmd = [sys.executable, "-m", "swappass", "export", str(tmp_path / "pruned"), "--out", str(out), "--compact",
            "--json", str(js)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -466,8 +467,8 @@ def test_export_pruned_dir_bert(tmp_path):
 # ---------------------------------------------------------------------------------------------- the real model
 @pytest.mark.slow
 def test_smollm2_pruned_2_4_exports_and_verifies(tmp_path):
-    from swappass.pruned_dir import example_inputs_for
-    from swappass.models import load_model
+    from swappass.cli.export import example_inputs_for
+    from swappass.lm.models import load_model
 
     model, tokenizer = load_model("smollm2-135m")
     records = magnitude_prune(model, "2:4")

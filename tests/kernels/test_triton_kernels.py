@@ -9,9 +9,9 @@ if not torch.cuda.is_available():
 triton = pytest.importorskip("triton")
 
 from swappass.kernels import triton_search as ts  # noqa: E402
-from swappass.patterns import parse_pattern  # noqa: E402
-from swappass.search import nm_diag_blocks, search_nm_torch, search_rows_torch  # noqa: E402
-from swappass.warmstart import mask_from_scores  # noqa: E402
+from swappass.core.patterns import parse_pattern  # noqa: E402
+from swappass.kernels.torch_search import nm_diag_blocks, search_nm_torch, search_rows_torch  # noqa: E402
+from swappass.methods.warmstart import mask_from_scores  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -75,21 +75,21 @@ def test_ties_inactive_rows_and_infeasible_rows():
 def test_device_loop_with_triton_search_equals_host_loop(pattern):
     """The no-host-sync refinement loop (CUDA path) gives the host loop's masks, swaps and iterations."""
     import swappass as sp
-    from swappass.kernels import _make_triton
-    from swappass.refine import _refine_batch, _refine_batch_device
+    from swappass.kernels.gpu import make_triton_search
+    from swappass.refine.loop import refine_batch, refine_batch_device
 
     w, _, _, G = problem(12, 32, pattern, seed=3)
     w, G = w.float(), G.float()
     mask = sp.warm_start(w, G, pattern, "wanda")
-    search = _make_triton(parse_pattern(pattern), G)
+    search = make_triton_search(parse_pattern(pattern), G)
     k_dev, k_host = mask.clone(), mask.clone()
-    s_dev, it_dev = _refine_batch_device(w, k_dev, G, search, 40, 1e-6, 16, check_every=3)
+    s_dev, it_dev = refine_batch_device(w, k_dev, G, search, 40, 1e-6, 16, check_every=3)
     torch_search = (
         (lambda w_, c_, k_: search_rows_torch(w_, c_, k_, G, G.diagonal()))
         if pattern == "0.6"
         else (lambda w_, c_, k_: search_nm_torch(w_, c_, k_, nm_diag_blocks(G, 4), G.diagonal(), 4))
     )
-    s_host, it_host = _refine_batch(w, k_host, G, torch_search, 40, 1e-6, 16)
+    s_host, it_host = refine_batch(w, k_host, G, torch_search, 40, 1e-6, 16)
     assert torch.equal(k_dev, k_host) and torch.equal(s_dev, s_host) and it_dev == it_host
     assert int(s_host.sum()) > 0
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import swappass as sp
-from swappass import data, evaluate
-from swappass.models import load_model
+from swappass.lm import data, evaluate
+from swappass.lm.models import load_model
 
 pytestmark = pytest.mark.slow
 

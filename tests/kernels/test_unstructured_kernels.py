@@ -13,7 +13,7 @@ pytest.importorskip("triton")
 
 import swappass as sp  # noqa: E402
 from swappass.kernels import triton_search as ts  # noqa: E402
-from swappass.search import search_rows_torch  # noqa: E402
+from swappass.kernels.torch_search import search_rows_torch  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -40,10 +40,10 @@ def test_row_kernel_handles_uneven_kept_counts():
 
 
 def test_unstructured_refinement_with_the_triton_backend_matches_torch(monkeypatch):
-    from swappass import kernels
+    from swappass.kernels import registry
 
     if DEVICE == "cpu":  # the registry offers Triton on CUDA only; the interpreter runs the same kernel here
-        monkeypatch.setattr(kernels, "available_backends", lambda device: ["triton"])
+        monkeypatch.setattr(registry, "available_backends", lambda device: ["triton"])
     W, G = layer(8, 32, 2)
     W, G = W.float().to(DEVICE), G.float().to(DEVICE)
     mask0 = sp.warm_start(W, G, "unstructured:0.5", "wanda")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import swappass as sp
-from swappass.patterns import NMSparsity, parse_pattern
+from swappass.core.patterns import NMSparsity, parse_pattern
 
 
 # ---------------------------------------------------------------- ChannelStats

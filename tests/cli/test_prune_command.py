@@ -14,13 +14,14 @@ import transformers
 from safetensors.torch import load_file
 
 import swappass as sp
-from swappass import calibration, cli
-from swappass.checkpoint import LevelCheckpoints
-from swappass.masks import MASKS_FILE, load_masks
-from swappass.run_dir import CHECKPOINT_DIR, RUN_FILE
-from cli_helpers import SMALL, corpus, save_tiny_llama, save_tiny_run_inputs
+from swappass import cli
+from swappass.lm import calibration
+from swappass.cli.checkpoint import LevelCheckpoints
+from swappass.core.masks import MASKS_FILE, load_masks
+from swappass.cli.output_dir import CHECKPOINT_DIR, RUN_FILE
+from cli_helpers import SMALL, corpus, save_tiny_run_inputs
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,7 @@ def test_prune_save_reload_eval_export(tiny, tmp_path, capsys):
     assert not (out / CHECKPOINT_DIR).exists()
 
     # the CLI gives exactly what the Python API gives on the same calibration windows
-    from swappass.models import load_model
+    from swappass.lm.models import load_model
 
     api_model, api_tok = load_model(str(model_dir))
     windows = calibration.calibration_set(str(text), api_tok, nsamples=4, seqlen=32, seed=0)
@@ -107,8 +108,8 @@ def test_prune_save_reload_eval_export(tiny, tmp_path, capsys):
 
 
 def test_compare_models_metrics_against_a_direct_computation(tiny):
-    from swappass import evaluate
-    from swappass.models import load_model
+    from swappass.lm import evaluate
+    from swappass.lm.models import load_model
 
     model_dir, _ = tiny
     a, _ = load_model(str(model_dir))
@@ -150,15 +151,15 @@ def test_interrupted_run_resumes_to_the_identical_model(tiny, tmp_path, monkeypa
 
     monkeypatch.setattr(LevelCheckpoints, "save_level", real_save)
     pruned_levels = []
-    import swappass.pipeline as pipeline
+    import swappass.graph.sequential as pipeline
 
-    real_convert = pipeline._convert_groups
+    real_convert = pipeline.convert_groups
 
     def convert_and_count(prepared, groups, *a, **k):
         pruned_levels.extend({g.level for g in groups})
         return real_convert(prepared, groups, *a, **k)
 
-    monkeypatch.setattr(pipeline, "_convert_groups", convert_and_count)
+    monkeypatch.setattr(pipeline, "convert_groups", convert_and_count)
     assert prune(*args, "--out", out) == 0
     assert pruned_levels == [4, 5, 6, 7]  # levels 0-3 were restored, not pruned again
     record = json.loads((out / RUN_FILE).read_text())
@@ -211,7 +212,7 @@ def test_resume_state_from_another_model_is_refused():
 
 # ------------------------------------------------------------------------------------------------ calibration
 def test_self_calibration_is_seeded_and_shaped(tiny):
-    from swappass.models import load_model
+    from swappass.lm.models import load_model
 
     model_dir, _ = tiny
     model, tok = load_model(str(model_dir))
@@ -274,8 +275,8 @@ def test_self_calibration_cli_run(tiny, tmp_path):
 
 
 def test_wikitext2_calibration_and_its_absence(tiny, tmp_path, monkeypatch, capsys):
-    from swappass import data
-    from swappass.models import load_model
+    from swappass.lm import data
+    from swappass.lm.models import load_model
 
     _, tok = load_model(str(tiny[0]))
     windows = calibration.calibration_set("wikitext2", tok, nsamples=2, seqlen=16, seed=0)
@@ -290,7 +291,7 @@ def test_wikitext2_calibration_and_its_absence(tiny, tmp_path, monkeypatch, caps
 
 
 def test_hub_dataset_calibration(monkeypatch, tiny):
-    from swappass.models import load_model
+    from swappass.lm.models import load_model
 
     _, tok = load_model(str(tiny[0]))
     monkeypatch.setitem(sys.modules, "datasets", None)  # not installed
@@ -306,10 +307,10 @@ def test_hub_dataset_calibration(monkeypatch, tiny):
             return iter([{"text": ""}] + [{"text": line} for line in corpus(2000).splitlines()])
 
     monkeypatch.setitem(sys.modules, "datasets", FakeDatasets)
-    monkeypatch.setattr("swappass.models.hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr("swappass.lm.models.hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(calibration.CalibrationError, match="hub is unreachable"):
         calibration.calibration_set("hf:wikitext:wikitext-2-raw-v1", tok, nsamples=2, seqlen=16)
-    monkeypatch.setattr("swappass.models.hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr("swappass.lm.models.hub_reachable", lambda timeout=3.0: True)
     windows = calibration.calibration_set("hf:wikitext:wikitext-2-raw-v1", tok, nsamples=2, seqlen=16, seed=1)
     assert calls == [("wikitext", "wikitext-2-raw-v1", "train", True)]
     assert [w.shape for w in windows] == [(1, 16)] * 2
@@ -345,7 +346,7 @@ def test_bad_options_exit_2_and_write_nothing(tiny, tmp_path, capsys, bad, messa
     ("smollm2-999m", "alias (smollm2-135m)"),
 ])
 def test_unknown_model_exits_2(tmp_path, capsys, monkeypatch, model, message):
-    monkeypatch.setattr("swappass.models.hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr("swappass.lm.models.hub_reachable", lambda timeout=3.0: False)
     out = tmp_path / "out"
     assert prune(model, "--out", out, "--calib", "self", *SMALL) == cli.EXIT_BAD_INPUT
     assert message in capsys.readouterr().err
@@ -355,7 +356,7 @@ def test_unknown_model_exits_2(tmp_path, capsys, monkeypatch, model, message):
 def test_hub_id_fails_fast_offline_and_restores_the_hub_setting(monkeypatch):
     import huggingface_hub.constants as hub_constants
 
-    from swappass.models import ModelLoadError, hub_reachable, load_model
+    from swappass.lm.models import ModelLoadError, hub_reachable, load_model
 
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
     assert hub_reachable(timeout=1.0) is False
@@ -363,7 +364,7 @@ def test_hub_id_fails_fast_offline_and_restores_the_hub_setting(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert hub_reachable() is False
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr("swappass.models.hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr("swappass.lm.models.hub_reachable", lambda timeout=3.0: False)
     before = hub_constants.HF_HUB_OFFLINE
     with pytest.raises(ModelLoadError, match="hub is unreachable"):
         load_model("someorg/no-such-model")
@@ -445,7 +446,7 @@ def test_eval_bad_input(tiny, tmp_path, capsys):
 
 
 def test_failed_onnx_verification_exits_1_and_is_recorded(tiny, tmp_path, capsys, monkeypatch):
-    import swappass.pruned_dir as pruned_dir
+    import swappass.cli.prune as pruned_dir  # the prune job, where it calls the export job
 
     model_dir, text = tiny
     out = tmp_path / "out"
@@ -480,8 +481,8 @@ def test_ignore_adds_to_the_default_selection(tiny, tmp_path):
 
 
 def test_non_finite_activations_are_reported(tiny, tmp_path, capsys, monkeypatch):
-    import swappass.pipeline as pipeline
-    from swappass.gram import NonFiniteActivationError
+    import swappass.cli.prune as pipeline  # the prune job, where it calls the pass
+    from swappass import NonFiniteActivationError
 
     def nan_everywhere(*a, **k):
         raise NonFiniteActivationError("model.layers.0.self_attn.q_proj+k_proj+v_proj: NaN in the inputs")
@@ -493,7 +494,7 @@ def test_non_finite_activations_are_reported(tiny, tmp_path, capsys, monkeypatch
 
 # ------------------------------------------------------------------------------------------------ refine / refit
 def test_refine_and_refit_reach_sparsify_only_when_not_default(tiny, tmp_path, monkeypatch):
-    import swappass.pipeline as pipeline
+    import swappass.cli.prune as pipeline  # the prune job, where it calls the pass
 
     model_dir, text = tiny
     seen = []
@@ -570,8 +571,8 @@ def test_resume_with_a_refit_restores_the_refitted_weights(tiny, tmp_path, monke
 
 # ------------------------------------------------------------------------------------------------ plot, entry point
 def test_reduction_by_block_groups_sites_by_block_and_projection():
-    from swappass.plot import reduction_by_block
-    from swappass.report import SiteReport, SparsifyReport
+    from swappass.cli.plot import reduction_by_block
+    from swappass.graph.report import SiteReport, SparsifyReport
 
     def row(name, warm, final):
         return SiteReport(name=name, param=name + ".weight", module_type="Linear", shape=(4, 4), status="pruned",
@@ -598,7 +599,7 @@ def test_python_dash_m_entry_point_and_help(tmp_path):
 # ------------------------------------------------------------------------------------------------ real model
 @pytest.mark.slow
 def test_gguf_file_prunes_saves_and_reloads_without_gguf(tmp_path):
-    from swappass.models import fetch_smollm2
+    from swappass.lm.models import fetch_smollm2
 
     gguf = fetch_smollm2()
     text = tmp_path / "corpus.txt"

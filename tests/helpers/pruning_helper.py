@@ -4,12 +4,11 @@ A stand-in for ``swappass.sparsify`` (its report's ``pruned_weights()`` gives th
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 import swappass as sp
-from swappass.masks import PrunedWeight
-from swappass.patterns import parse_pattern
+from swappass.core.masks import PrunedWeight
+from swappass.core.patterns import parse_pattern
 
 
 def magnitude_prune(model: nn.Module, pattern: str, skip: tuple[str, ...] = ("lm_head",)) -> list[PrunedWeight]:

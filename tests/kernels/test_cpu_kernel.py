@@ -11,17 +11,17 @@ import torch
 import swappass as sp
 from swappass import kernels
 from swappass.kernels import cpu
-from swappass.patterns import NMSparsity, parse_pattern
-from swappass.reference import best_swap_reference
-from swappass.search import nm_diag_blocks, search_nm_torch, search_rows_torch
+from swappass.core.patterns import NMSparsity, parse_pattern
+from swappass.refine.reference import best_swap_reference
+from swappass.kernels.torch_search import nm_diag_blocks, search_nm_torch, search_rows_torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def compiled_library():
     """Every test here exercises the compiled kernel: a compiler that exists must build it."""
-    if cpu._compiler() is None:
+    if cpu.find_compiler() is None:
         pytest.skip("no C++ compiler on this machine: only the fallback path can run")
     return cpu.load_library()
 
@@ -237,11 +237,11 @@ def test_fused_loop_equals_the_python_loop_around_the_same_kernel():
     W, G, mask, _ = make_rows(30, 64, "0.6", 13, torch.float32)
     Gs = (G + G.T) / 2
     search = kernels.make_search("cpu", parse_pattern("0.6"), Gs)
-    from swappass.refine import _refine_batch
+    from swappass.refine.loop import refine_batch
 
     k_fused, k_loop = mask.clone(), mask.clone()
-    s_fused, it_fused = _refine_batch(W, k_fused, Gs, search, 50, 1e-6, 16)
-    s_loop, it_loop = _refine_batch(W, k_loop, Gs, lambda w, c, k: search(w, c, k), 50, 1e-6, 16)
+    s_fused, it_fused = refine_batch(W, k_fused, Gs, search, 50, 1e-6, 16)
+    s_loop, it_loop = refine_batch(W, k_loop, Gs, lambda w, c, k: search(w, c, k), 50, 1e-6, 16)
     assert torch.equal(k_fused, k_loop) and torch.equal(s_fused, s_loop) and it_fused == it_loop
 
 
@@ -326,8 +326,9 @@ def test_registered_on_import_without_heavy_modules():
 def fresh_loader(monkeypatch, tmp_path):
     """An unused loader building into an empty cache."""
     monkeypatch.setenv("SWAPPASS_CACHE", str(tmp_path))
-    monkeypatch.setattr(cpu, "_LOADER", cpu._Loader())
-    return tmp_path
+    cpu.reset_loader()
+    yield tmp_path
+    cpu.reset_loader()
 
 
 def _fallback_check(pattern="0.6"):
@@ -366,7 +367,7 @@ def test_build_is_cached_and_reused(fresh_loader):
     built = list((fresh_loader / "kernels").glob("*.so"))
     assert len(built) == 1
     stamp = built[0].stat().st_mtime_ns
-    cpu._LOADER = cpu._Loader()  # a new process, in effect
+    cpu.reset_loader()  # a new process, in effect
     cpu.load_library()
     assert [p.stat().st_mtime_ns for p in (fresh_loader / "kernels").glob("*.so")] == [stamp]
 
@@ -377,7 +378,7 @@ def test_concurrent_builds_do_not_corrupt_the_cache(tmp_path):
         import torch
         from swappass import kernels
         from swappass.kernels import cpu
-        from swappass.patterns import parse_pattern
+        from swappass.core.patterns import parse_pattern
         G = torch.eye(16)
         search = kernels.make_search("cpu", parse_pattern("0.5"), G)
         assert isinstance(search, cpu.RowSearch), cpu.library_error()

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import swappass as sp
-from swappass.patterns import NMSparsity, RowSparsity, parse_pattern
+from swappass.core.patterns import NMSparsity, RowSparsity, parse_pattern
 
 
 # ---------------------------------------------------------------- patterns

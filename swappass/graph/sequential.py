@@ -2,7 +2,7 @@
 
 It captures the model (:mod:`swappass.graph.prepared`), then goes level by level (:mod:`swappass.graph.stages`):
 each level's stage runs over every calibration item, so its groups are calibrated on inputs that already flow
-through the pruned sites upstream, and the level is pruned right away (:mod:`swappass.graph.convert`); only the
+through the pruned sites upstream, and the level is pruned right away (:mod:`swappass.graph.conversion`); only the
 values that cross a stage boundary are cached per calibration item. Finished levels can be checkpointed and
 resumed (:mod:`swappass.graph.levels`).
 """
@@ -22,13 +22,13 @@ from ..core.patterns import PatternLike, parse_pattern
 from ..core.validate import check_count
 from ..kernels.registry import resolve_backend
 from ..methods.options import check_prune_options
-from .capture import ModelInput, as_call, input_signature, move_to
-from .convert import convert_groups
+from .conversion import convert_groups
 from .levels import LevelState, check_resume, level_state, restore_level
 from .observers import ObserverFactory, gram_observer_factory
 from .prepared import PreparedModel, model_device
 from .report import SparsifyReport
 from .sites import Selector
+from .tracing import ModelInput, as_call, input_signature, move_to
 
 __all__ = ["sparsify", "batch_calls", "calibrate_and_convert"]
 

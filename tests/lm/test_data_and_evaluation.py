@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from swappass import data, evaluate
+from swappass.lm import data, evaluate
 from tiny_hf import VOCAB, build
 
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import swappass as sp
-from swappass.patterns import parse_pattern
-from swappass.prune import check_prune_options
+import swappass.methods.prune_step as prune_step
+from swappass.core.patterns import parse_pattern
+from swappass.methods.prune_step import check_prune_options
 from tiny_hf import build, calib
 
 WARM = ("magnitude", "wanda", "ria", "sparsegpt")
@@ -113,8 +114,8 @@ def test_lstsq_refit_is_refit_weights_on_the_final_mask(pattern, refine):
 def test_sparsegpt_baseline_writes_sparsegpt_weights_from_one_call(pattern, monkeypatch):
     Ws, G, stats = group(1, dead=3)  # a dead input: n_samples matters (H = 2G/n)
     calls = []
-    real = sp.prune.sparsegpt_prune
-    monkeypatch.setattr(sp.prune, "sparsegpt_prune", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = prune_step.sparsegpt_prune
+    monkeypatch.setattr(prune_step, "sparsegpt_prune", lambda *a, **k: calls.append(1) or real(*a, **k))
     results = sp.prune_weights(Ws, G, pattern, warm_start="sparsegpt", refine="none", refit="sparsegpt",
                                statistics=stats)
     assert len(calls) == len(Ws)  # one SparseGPT run per weight, reused for mask and weights

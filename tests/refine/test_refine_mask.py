@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import swappass as sp
-from swappass.patterns import parse_pattern
-from swappass.reference import best_swap_reference, refine_mask_reference, swap_deltas
-from swappass.search import nm_diag_blocks, search_nm_torch, search_rows_torch
+from swappass.core.patterns import parse_pattern
+from swappass.refine.reference import best_swap_reference, refine_mask_reference, swap_deltas
+from swappass.kernels.torch_search import nm_diag_blocks, search_nm_torch, search_rows_torch
 
 
 def make_layer(d_out, d_in, seed, dtype=torch.float64, tokens=None):

@@ -1,6 +1,6 @@
-"""Rows across processes (swappass.distributed): N ranks give the single-process result bit for bit.
+"""Rows across processes (swappass.refine.distributed): N ranks give the single-process result bit for bit.
 
-The multi-process tests start 2 CPU processes joined by gloo (tests/dist_helper.py); every worker runs with one
+The multi-process tests start 2 CPU processes joined by gloo (tests/helpers/dist_helper.py); every worker runs with one
 intra-op thread, and so does every test here (the single-process references).
 """
 from __future__ import annotations
@@ -9,10 +9,11 @@ import pytest
 import torch
 
 import swappass as sp
-from swappass import kernels, rowtiles
-from swappass.distributed import row_partition
-from swappass.patterns import NMSparsity
-from swappass.search import SwapChoice, nm_diag_blocks, search_nm_torch, search_rows_torch
+from swappass import kernels
+from swappass.core import rowtiles
+from swappass.refine.distributed import row_partition
+from swappass.core.patterns import NMSparsity
+from swappass.kernels.torch_search import SwapChoice, nm_diag_blocks, search_nm_torch, search_rows_torch
 
 from dist_helper import hard_exit, one_thread, run_ranks, save_result
 
@@ -56,7 +57,7 @@ def device_loop_backend_and_one_thread():
     register_device_loop_backend()
     with one_thread():
         yield
-    kernels._REGISTRY.pop(DEVICE_LOOP, None)
+    kernels.unregister_backend(DEVICE_LOOP)
 
 
 def register_device_loop_backend():
@@ -142,7 +143,7 @@ def test_group_none_is_the_single_process_path():
 
 def test_a_group_without_torch_distributed_initialised_is_a_clear_error():
     W, G, mask, pattern, kw = make_case(5)
-    with pytest.raises(RuntimeError, match="not initialized"):
+    with pytest.raises(sp.InputError, match="not initialized"):
         sp.refine_mask(W, G, mask, pattern, group=object(), **kw)
 
 
@@ -219,20 +220,20 @@ def worker_failures(rank, world, group):
     W, G, mask, pattern, kw = make_case(0)
     seen = {}
     # 1. rank 1 fails inside its slice: every rank raises, none waits forever
-    import swappass.refine as refine
+    import swappass.refine.rows as rows
 
-    original = refine._refine_batch
+    original = rows.refine_batch
 
     def broken(*args, **kwargs):
         raise RuntimeError("injected failure on rank 1")
 
     if rank == 1:
-        refine._refine_batch = broken
+        rows.refine_batch = broken
     try:
         sp.refine_mask(W, G, mask, pattern, **{**kw, "backend": "torch"}, group=group)
     except Exception as exc:
         seen["work"] = (type(exc).__name__, str(exc))
-    refine._refine_batch = original
+    rows.refine_batch = original
     # 2. the ranks' inputs differ (e.g. different calibration data): every rank refuses
     try:
         sp.refine_mask(W, G * (2.0 if rank == 1 else 1.0), mask, pattern, group=group, **kw)
@@ -247,7 +248,7 @@ def worker_failures(rank, world, group):
     except Exception as exc:
         seen["bad_input"] = (type(exc).__name__, str(exc))
     # 4. rank-0-only work (writing files) that fails: rank 0 raises it, rank 1 learns of it
-    from swappass.distributed import main_process_only, main_process_shared
+    from swappass.refine.distributed import main_process_only, main_process_shared
 
     try:
         main_process_only(lambda: 1 / 0, group, what="writing the output")
@@ -282,8 +283,8 @@ def test_a_failing_rank_makes_every_rank_raise_without_hanging(tmp_path):
     kind, msg = seen["inputs"]
     assert kind == "DistributedError" and "inputs differ" in msg and "G of rank 1" in msg
     kind, msg = seen["bad_input"]
-    assert kind == "DistributedError" and "rank 1 (ValueError" in msg and "non-finite" in msg
-    assert results[1]["ok"]["bad_input"][0] == "ValueError"
+    assert kind == "DistributedError" and "rank 1 (InputError" in msg and "non-finite" in msg
+    assert results[1]["ok"]["bad_input"][0] == "InputError"
     assert seen["main_only"][0] == "ZeroDivisionError" and seen["main_only_ok"] == "written"
     kind, msg = results[1]["ok"]["main_only"]
     assert kind == "DistributedError" and msg.startswith("writing the output failed on rank 0 (ZeroDivisionError")
@@ -308,9 +309,9 @@ def test_example_under_torchrun_writes_the_single_process_model(tmp_path):
 
     from safetensors.torch import load_file
 
-    from swappass.masks import MASKS_FILE, load_masks
+    from swappass.core.masks import MASKS_FILE, load_masks
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     script = repo / "examples" / "distributed_prune.py"
     tiny_llama().save_pretrained(tmp_path / "tiny")
     common = [str(tmp_path / "tiny"), "--calib", "random", "--nsamples", "4", "--seqlen", "16", "--iters", "20",

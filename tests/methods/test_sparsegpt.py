@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import swappass as sp
-from swappass.patterns import NMSparsity, parse_pattern
+from swappass.core.patterns import NMSparsity, parse_pattern
 
 
 def make_layer(d_out, d_in, seed, dtype=torch.float64, dead=()):

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from swappass.masks import PrunedWeight, load_masks, save_masks
-from swappass.warmstart import mask_from_scores
+from swappass.core.masks import PrunedWeight, load_masks, save_masks
+from swappass.methods.warmstart import mask_from_scores
 
 
 def test_masks_roundtrip(tmp_path):

@@ -1,6 +1,6 @@
 """``convert``: choose the masks of every observed group and write the pruned weights into the model.
 
-Each Gram group's statistics go to :func:`swappass.methods.prune_weights.prune_weights` (warm start, refinement,
+Each Gram group's statistics go to :func:`swappass.methods.prune_step.prune_weights` (warm start, refinement,
 optional refit); the result is written into the user's own parameters in place (the model object needs no
 swappass to run afterwards) and into the group's report rows; then the group's statistics are freed.
 """
@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..core.errors import InputError, NoCalibrationDataError
 from ..methods.options import check_prune_options
-from ..methods.prune_weights import prune_weights
+from ..methods.prune_step import prune_weights
 from .prepared import PreparedModel
 from .report import SparsifyReport
 from .sites import GramGroup, Site

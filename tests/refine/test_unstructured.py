@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import swappass as sp
-from swappass.patterns import UnstructuredSparsity, parse_pattern
-from swappass.reference import swap_deltas
-from swappass.unstructured import best_cross_move, greedy_cross_moves, row_move_terms
+from swappass.core.patterns import UnstructuredSparsity, parse_pattern
+from swappass.refine.reference import swap_deltas
+from swappass.refine.unstructured import best_cross_move, greedy_cross_moves, row_move_terms
 
 
 def make_layer(d_out, d_in, seed, dtype=torch.float64):
@@ -202,20 +202,27 @@ def test_bad_inputs_are_named():
     W, G = make_layer(4, 6, 0)
     with pytest.raises(ValueError, match="blk.3.v: mask does not satisfy pattern unstructured:0.5"):
         sp.refine_mask(W, G, torch.ones(4, 6, dtype=torch.bool), "unstructured:0.5", name="blk.3.v")
-    with pytest.raises(TypeError, match="needs an unstructured pattern"):
+    with pytest.raises(sp.InputError, match="needs an unstructured pattern"):
         sp.refine_unstructured(W, G, sp.warm_start(W, G, "0.5"), "0.5")
 
 
 def test_a_fast_backend_without_unstructured_support_falls_back_to_torch(monkeypatch):
-    from swappass import kernels
+    from swappass.kernels import registry
 
     def make(pattern, G):
         if isinstance(pattern, UnstructuredSparsity):
             raise NotImplementedError("fixed per-row counts only")
         raise AssertionError("not used here")
 
-    monkeypatch.setitem(kernels._REGISTRY, "fake", (lambda device: True, make))
-    monkeypatch.setattr(kernels, "available_backends", lambda device: ["fake"])
+    registry.register_backend("fake", lambda device: True, make)
+    monkeypatch.setattr(registry, "available_backends", lambda device: ["fake"])
+    try:
+        _check_fake_backend_fallback()
+    finally:
+        registry.unregister_backend("fake")
+
+
+def _check_fake_backend_fallback():
     W, G = make_layer(5, 8, 1)
     mask0 = sp.warm_start(W, G, "unstructured:0.5", "wanda")
     res = sp.refine_mask(W, G, mask0, "unstructured:0.5")  # backend="auto"

@@ -10,8 +10,8 @@ from transformers.pytorch_utils import Conv1D
 
 import swappass as sp
 from swappass.graph import CaptureError, find_sites
-from swappass.masks import load_masks, save_masks
-from swappass.patterns import parse_pattern
+from swappass.core.masks import load_masks, save_masks
+from swappass.core.patterns import parse_pattern
 from tiny_hf import ARCHS, SEQ, build, calib, outputs
 
 ITERS = 8

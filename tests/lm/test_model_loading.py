@@ -1,6 +1,6 @@
 import pytest
 
-from swappass.models import ModelLoadError, load_model
+from swappass.lm.models import ModelLoadError, load_model
 
 
 @pytest.mark.parametrize("spec", ["./does-not-exist", "/tmp/no/such/dir", "missing.gguf"])

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import swappass as sp
-from swappass.patterns import parse_pattern
+from swappass.core.patterns import parse_pattern
 
 
 def layers(seed=0, d_in=16):
