@@ -4,9 +4,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import corpus, save_tiny_llama
 
 from swappass import cli
-from cli_helpers import corpus, save_tiny_llama
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -49,19 +49,19 @@ tests)
   nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,driver_version --format=csv,noheader
   python3 -c 'import torch, triton, transformers; print(torch.__version__, triton.__version__, transformers.__version__)'
   timeout 330 python3 -m pytest -q -rfE --tb=short -p no:cacheprovider -m "not slow" tests/kernels/test_triton_kernels.py \
-      tests/refine/test_refine_mask.py tests/core/test_patterns.py tests/kernels/test_unstructured_kernels.py \
+      tests/refine/test_refine_mask.py tests/core/test_gram.py tests/kernels/test_unstructured_kernels.py \
       tests/graph/test_pass.py tests/onnx/test_export.py 2>&1 | tee "$OUT/pytest.txt" | tail -25
   timeout 200 python3 tools/bench_pass.py --device cuda --layers 32 --iters 3 --json "$OUT/pass_l32_i3.json" 2>&1 \
       | tee "$OUT/pass.txt" | tail -12
   ;;
 check)
   timeout 280 python3 -m pytest -q -rf --tb=short -p no:cacheprovider -m "not slow" \
-      "tests/core/test_patterns.py::test_gram_from_half_inputs_on_cuda_is_float32_exact" \
+      "tests/core/test_gram.py::test_gram_on_cuda_is_a_float32_gemm_by_default" \
       tests/graph/test_pass.py tests/onnx/test_export.py 2>&1 | tee "$OUT/pytest_check.txt" | tail -25
   timeout 120 python3 tools/check_gram_precision.py 2>&1 | tee "$OUT/gram_precision.txt"
   ;;
 gram)
-  timeout 60 python3 -m pytest -q -rf --tb=short -p no:cacheprovider tests/core/test_patterns.py -k gram \
+  timeout 60 python3 -m pytest -q -rf --tb=short -p no:cacheprovider tests/core/test_gram.py \
       2>&1 | tail -4
   for flag in "" "--gram-tf32"; do
     timeout 200 python3 tools/bench_pass.py --device cuda --layers 32 --iters 1 $flag \

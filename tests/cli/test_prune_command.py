@@ -11,22 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from cli_helpers import SMALL, corpus
 from safetensors.torch import load_file
 
 import swappass as sp
 from swappass import cli
-from swappass.lm import calibration
 from swappass.cli.checkpoint import LevelCheckpoints
-from swappass.core.masks import MASKS_FILE, load_masks
 from swappass.cli.output_dir import CHECKPOINT_DIR, RUN_FILE
-from cli_helpers import SMALL, corpus, save_tiny_run_inputs
+from swappass.core.masks import MASKS_FILE, load_masks
+from swappass.lm import calibration
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return save_tiny_run_inputs(tmp_path_factory.mktemp("tiny"))
 
 
 def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
@@ -107,24 +102,6 @@ def test_prune_save_reload_eval_export(tiny, tmp_path, capsys):
     assert "already holds this run" in capsys.readouterr().err
 
 
-def test_compare_models_metrics_against_a_direct_computation(tiny):
-    from swappass.lm import evaluate
-    from swappass.lm.models import load_model
-
-    model_dir, _ = tiny
-    a, _ = load_model(str(model_dir))
-    b, _ = load_model(str(model_dir))
-    with torch.no_grad():
-        b.model.layers[0].mlp.down_proj.weight.mul_(0.5)
-    ids = [torch.randint(0, a.config.vocab_size, (1, 20), generator=torch.Generator().manual_seed(i)) for i in range(2)]
-    res = evaluate.compare_models(b, a, ids, progress=False)
-    with torch.no_grad():
-        la = torch.log_softmax(a(torch.cat(ids)).logits[:, :-1].double(), -1)
-        lb = torch.log_softmax(b(torch.cat(ids)).logits[:, :-1].double(), -1)
-    kl = (la.exp() * (la - lb)).sum(-1).mean().detach()
-    assert res.kl == pytest.approx(float(kl), rel=1e-4)
-    assert res.top1 == pytest.approx(float((la.argmax(-1) == lb.argmax(-1)).double().mean()))
-    assert res.perplexity == pytest.approx(evaluate.perplexity(b, ids, progress=False), rel=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------ resume
@@ -174,95 +151,13 @@ def test_interrupted_run_resumes_to_the_identical_model(tiny, tmp_path, monkeypa
     assert [{k: r[k] for k in keys} for r in straight] == [{k: r[k] for k in keys} for r in record["report"]["sites"]]
 
 
-def test_level_checkpoint_round_trip_with_changed_weights(tmp_path):
-    from tiny_hf import build, calib
-
-    states = []
-    _, report = sp.sparsify(build("gpt2"), calib(2), pattern="2:4", max_iters=2, progress=False,
-                            checkpoint=states.append)
-    state = states[1]
-    state.weights = {state.rows[0].param: torch.randn(4, 4)}  # as a refit would leave it
-    ckpt = LevelCheckpoints(tmp_path / "ck")
-    for s in states[:2]:
-        ckpt.save_level(s)
-    back = ckpt.load_levels()
-    assert [s.level for s in back] == [0, 1]
-    for s, t in zip(states[:2], back):
-        assert [r.to_dict() for r in s.rows] == [r.to_dict() for r in t.rows]
-        assert all(torch.equal(r.mask(), q.mask()) for r, q in zip(s.rows, t.rows))
-        assert s.weights.keys() == t.weights.keys() and all(torch.equal(s.weights[k], t.weights[k]) for k in s.weights)
-        assert t.settings == s.settings
-    # a changed weight is restored as saved, not re-masked from the original
-    model = build("gpt2")
-    restored_name = state.rows[0].param
-    states[1] = back[1]
-    states[1].weights[restored_name] = torch.full(dict(model.named_parameters())[restored_name].shape, 0.25)
-    sp.sparsify(model, calib(2), pattern="2:4", max_iters=2, progress=False, resume=states[:2])
-    assert torch.all(dict(model.named_parameters())[restored_name] == 0.25)
 
 
-def test_resume_state_from_another_model_is_refused():
-    from tiny_hf import build, calib
-
-    states = []
-    sp.sparsify(build("llama"), calib(2), pattern="2:4", max_iters=1, progress=False, checkpoint=states.append)
-    with pytest.raises(ValueError, match="does not match level 0"):
-        sp.sparsify(build("opt"), calib(2), pattern="2:4", max_iters=1, progress=False, resume=states[:2])
 
 
 # ------------------------------------------------------------------------------------------------ calibration
-def test_self_calibration_is_seeded_and_shaped(tiny):
-    from swappass.lm.models import load_model
-
-    model_dir, _ = tiny
-    model, tok = load_model(str(model_dir))
-    a = calibration.sample_sequences(model, tok, nsamples=3, seqlen=10, seed=5, batch_size=2, progress=False)
-    b = calibration.sample_sequences(model, tok, nsamples=3, seqlen=10, seed=5, batch_size=2, progress=False)
-    c = calibration.sample_sequences(model, tok, nsamples=3, seqlen=10, seed=6, batch_size=2, progress=False)
-    assert [w.shape for w in a] == [(1, 10)] * 3
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
-    assert not all(torch.equal(x, y) for x, y in zip(a, c))
-    ids = torch.cat(a)
-    assert ids.min() >= 0 and ids.max() < model.config.vocab_size
-    assert tok.eos_token_id not in ids[:, 0].tolist()  # first tokens avoid special tokens
-
-    # the KV-cache loop samples what full-prefix forward passes give (same generator, same draws)
-    gen = torch.Generator().manual_seed(5)
-    special = set(tok.all_special_ids)
-    candidates = torch.tensor([i for i in range(model.config.vocab_size) if i not in special])
-    replay = candidates[torch.randint(len(candidates), (3,), generator=gen)].reshape(-1, 1)[:2]
-    with torch.no_grad():
-        for _ in range(9):
-            probs = torch.softmax(model(input_ids=replay).logits[:, -1].double(), dim=-1)
-            replay = torch.cat([replay, torch.multinomial(probs, 1, generator=gen)], dim=1)
-    assert torch.equal(replay, ids[:2])
 
 
-def test_self_calibration_follows_the_model_distribution():
-    from types import SimpleNamespace
-
-    class Successor(torch.nn.Module):
-        """Next token = last token + 1 (mod V) with probability 1; counts the tokens it is fed."""
-
-        config = SimpleNamespace(vocab_size=50)
-
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.zeros(1))
-            self.fed = 0
-
-        def forward(self, input_ids, past_key_values=None, use_cache=True):
-            self.fed += input_ids.numel()
-            logits = torch.full((*input_ids.shape, 50), -1e9)
-            nxt = (input_ids[:, -1] + 1) % 50
-            logits[torch.arange(input_ids.shape[0]), -1, nxt] = 0.0
-            return SimpleNamespace(logits=logits, past_key_values=(past_key_values or 0) + 1)
-
-    model = Successor()
-    seqs = calibration.sample_sequences(model, None, nsamples=3, seqlen=7, seed=0, progress=False)
-    for s in seqs:
-        assert torch.equal(s[0], (s[0, 0] + torch.arange(7)) % 50)
-    assert model.fed == 3 * 6  # with the KV cache, one new token per sequence and step
 
 
 def test_self_calibration_cli_run(tiny, tmp_path):
@@ -290,32 +185,6 @@ def test_wikitext2_calibration_and_its_absence(tiny, tmp_path, monkeypatch, caps
     assert "--calib wikitext2" in err and "--calib self" in err and not out.exists()
 
 
-def test_hub_dataset_calibration(monkeypatch, tiny):
-    from swappass.lm.models import load_model
-
-    _, tok = load_model(str(tiny[0]))
-    monkeypatch.setitem(sys.modules, "datasets", None)  # not installed
-    with pytest.raises(calibration.CalibrationError, match="needs the `datasets` package"):
-        calibration.calibration_set("hf:wikitext:wikitext-2-raw-v1:train", tok, nsamples=2, seqlen=16)
-
-    calls = []
-
-    class FakeDatasets:
-        @staticmethod
-        def load_dataset(name, config, split, streaming):
-            calls.append((name, config, split, streaming))
-            return iter([{"text": ""}] + [{"text": line} for line in corpus(2000).splitlines()])
-
-    monkeypatch.setitem(sys.modules, "datasets", FakeDatasets)
-    monkeypatch.setattr("swappass.lm.models.hub_reachable", lambda timeout=3.0: False)
-    with pytest.raises(calibration.CalibrationError, match="hub is unreachable"):
-        calibration.calibration_set("hf:wikitext:wikitext-2-raw-v1", tok, nsamples=2, seqlen=16)
-    monkeypatch.setattr("swappass.lm.models.hub_reachable", lambda timeout=3.0: True)
-    windows = calibration.calibration_set("hf:wikitext:wikitext-2-raw-v1", tok, nsamples=2, seqlen=16, seed=1)
-    assert calls == [("wikitext", "wikitext-2-raw-v1", "train", True)]
-    assert [w.shape for w in windows] == [(1, 16)] * 2
-    with pytest.raises(calibration.CalibrationError, match="malformed"):
-        calibration.calibration_set("hf:", tok, nsamples=2, seqlen=16)
 
 
 # ------------------------------------------------------------------------------------------------ bad input
@@ -353,22 +222,6 @@ def test_unknown_model_exits_2(tmp_path, capsys, monkeypatch, model, message):
     assert not out.exists()
 
 
-def test_hub_id_fails_fast_offline_and_restores_the_hub_setting(monkeypatch):
-    import huggingface_hub.constants as hub_constants
-
-    from swappass.lm.models import ModelLoadError, hub_reachable, load_model
-
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
-    assert hub_reachable(timeout=1.0) is False
-    monkeypatch.delenv("HF_ENDPOINT")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert hub_reachable() is False
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr("swappass.lm.models.hub_reachable", lambda timeout=3.0: False)
-    before = hub_constants.HF_HUB_OFFLINE
-    with pytest.raises(ModelLoadError, match="hub is unreachable"):
-        load_model("someorg/no-such-model")
-    assert hub_constants.HF_HUB_OFFLINE == before and "HF_HUB_OFFLINE" not in os.environ
 
 
 def test_text_too_short_for_one_window(tiny, tmp_path, capsys):
@@ -570,20 +423,6 @@ def test_resume_with_a_refit_restores_the_refitted_weights(tiny, tmp_path, monke
 
 
 # ------------------------------------------------------------------------------------------------ plot, entry point
-def test_reduction_by_block_groups_sites_by_block_and_projection():
-    from swappass.cli.plot import reduction_by_block
-    from swappass.graph.report import SiteReport, SparsifyReport
-
-    def row(name, warm, final):
-        return SiteReport(name=name, param=name + ".weight", module_type="Linear", shape=(4, 4), status="pruned",
-                          loss_warm=warm, loss_final=final)
-
-    report = SparsifyReport([row("model.layers.0.self_attn.q_proj", 4, 3), row("model.layers.1.self_attn.q_proj", 2, 1),
-                             row("model.layers.1.mlp.down_proj", 1, 1), row("proj", 5, 4), row("2", 10, 5)])
-    assert reduction_by_block(report) == {
-        "self_attn.q_proj": {0: 0.25, 1: 0.5}, "mlp.down_proj": {1: 0.0}, "proj": {None: pytest.approx(0.2)},
-        "2": {2: 0.5},
-    }
 
 
 def test_python_dash_m_entry_point_and_help(tmp_path):
@@ -616,14 +455,10 @@ def test_gguf_file_prunes_saves_and_reloads_without_gguf(tmp_path):
         assert not dict(model.named_parameters())[name][~rec.mask].any()
 
 
-def test_gram_tf32_flag_is_recorded_and_changes_nothing_on_cpu(tiny, tmp_path):
+def test_gram_tf32_flag_is_recorded(tiny, tmp_path):
+    """The flag reaches the recipe and the pass (that it changes nothing on the CPU: tests/core/test_gram.py)."""
     model_dir, text = tiny
-    a, b = tmp_path / "a", tmp_path / "b"
-    assert prune(model_dir, "--out", a, "--pattern", "0.5", "--calib", text, *SMALL, "--device", "cpu") == 0
-    assert prune(model_dir, "--out", b, "--pattern", "0.5", "--calib", text, *SMALL, "--device", "cpu",
+    assert prune(model_dir, "--out", tmp_path, "--pattern", "0.5", "--calib", text, *SMALL, "--device", "cpu",
                  "--gram-tf32") == 0
-    ra, rb = (json.loads((d / RUN_FILE).read_text()) for d in (a, b))
-    assert ra["recipe"]["gram_tf32"] is False and rb["recipe"]["gram_tf32"] is True
-    assert rb["report"]["settings"]["gram_tf32"] is True
-    pa, pb = (load_masks(d / MASKS_FILE) for d in (a, b))
-    assert all(torch.equal(pa[n].mask, pb[n].mask) for n in pa)  # TF32 only applies to half inputs on CUDA
+    record = json.loads((tmp_path / RUN_FILE).read_text())
+    assert record["recipe"]["gram_tf32"] is True and record["report"]["settings"]["gram_tf32"] is True

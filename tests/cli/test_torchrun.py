@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import SMALL, save_tiny_run_inputs
+from dist_helper import one_thread
 from safetensors.torch import load_file
 
 from swappass import cli
 from swappass.cli.checkpoint import LevelCheckpoints
-from swappass.core.masks import MASKS_FILE, load_masks
 from swappass.cli.output_dir import CHECKPOINT_DIR, RUN_FILE
-from cli_helpers import SMALL, save_tiny_run_inputs
-from dist_helper import one_thread
+from swappass.core.masks import MASKS_FILE, load_masks
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

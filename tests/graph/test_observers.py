@@ -1,12 +1,12 @@
 """Gram matrices of the pass against X Xᵀ computed by hand from forward hooks, one-shot and sequential."""
 import pytest
 import torch
+from tiny_hf import build, calib
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 import swappass as sp
 from swappass.graph import GramObserver
-from tiny_hf import build, calib
 
 
 class RecordingObserver(GramObserver):

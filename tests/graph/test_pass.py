@@ -5,14 +5,14 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_hf import ARCHS, SEQ, build, calib, outputs
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 import swappass as sp
-from swappass.graph import CaptureError, find_sites
 from swappass.core.masks import load_masks, save_masks
 from swappass.core.patterns import parse_pattern
-from tiny_hf import ARCHS, SEQ, build, calib, outputs
+from swappass.graph import CaptureError, find_sites
 
 ITERS = 8
 

@@ -76,15 +76,12 @@ def test_smollm2_2_4(smollm2, capsys):
 
 
 def test_smollm2_row_60(smollm2, capsys):
+    """The swaps alone (the Wanda-only run and its cross-check at level 0 are the 2:4 test's)."""
     model, calib, windows, dense = smollm2
-    wanda = copy.deepcopy(model)
-    prune(wanda, calib, "0.6", 0)
-    swapped = copy.deepcopy(model)
-    report = prune(swapped, calib, "0.6", MAX_ITERS)
+    report = prune(model, calib, "0.6", MAX_ITERS)  # the last test of the module: the fixture's model may change
     for row in report.pruned:
         assert row.sparsity == pytest.approx(1 - round(row.shape[1] * 0.4) / row.shape[1])
     assert report.mean_relative_reduction > 0
-    wanda_ppl = evaluate.perplexity(wanda, windows, progress=False)
-    swap_ppl = evaluate.perplexity(swapped, windows, progress=False)
-    assert math.isfinite(wanda_ppl) and math.isfinite(swap_ppl)
-    compare(capsys, "60% per row", dense, wanda_ppl, swap_ppl, report)
+    swap_ppl = evaluate.perplexity(model, windows, progress=False)
+    assert math.isfinite(swap_ppl)
+    compare(capsys, "60% per row", dense, float("nan"), swap_ppl, report)

@@ -16,8 +16,16 @@ SEQ = 12
 def build(arch: str, seed: int = 0) -> torch.nn.Module:
     """``arch`` in :data:`ARCHS`; eval mode, float32, 2 layers, hidden 32, FFN 64, 4 heads."""
     from transformers import (
-        BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, OPTConfig,
-        OPTForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+        BertConfig,
+        BertModel,
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        OPTConfig,
+        OPTForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
     )
 
     torch.manual_seed(seed)

@@ -10,10 +10,10 @@ import torch
 
 import swappass as sp
 from swappass import kernels
-from swappass.kernels import cpu
 from swappass.core.patterns import NMSparsity, parse_pattern
-from swappass.refine.reference import best_swap_reference
+from swappass.kernels import cpu
 from swappass.kernels.torch_search import nm_diag_blocks, search_nm_torch, search_rows_torch
+from swappass.refine.reference import best_swap_reference
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,8 +8,8 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 triton = pytest.importorskip("triton")
 
-from swappass.kernels import triton_search as ts  # noqa: E402
 from swappass.core.patterns import parse_pattern  # noqa: E402
+from swappass.kernels import triton_search as ts  # noqa: E402
 from swappass.kernels.torch_search import nm_diag_blocks, search_nm_torch, search_rows_torch  # noqa: E402
 from swappass.methods.warmstart import mask_from_scores  # noqa: E402
 

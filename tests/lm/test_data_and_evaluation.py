@@ -5,9 +5,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from tiny_hf import VOCAB, build
 
 from swappass.lm import data, evaluate
-from tiny_hf import VOCAB, build
 
 
 class CharTokenizer:
@@ -75,3 +75,23 @@ def test_perplexity_matches_the_models_own_loss():
     assert nll.shape == (3,) and torch.allclose(nll, torch.tensor(losses, dtype=torch.float64), rtol=1e-5)
     with pytest.raises(ValueError, match="at least one window"):
         evaluate.perplexity(model, [], progress=False)
+
+
+def test_compare_models_metrics_against_a_direct_computation(tiny):
+    from swappass.lm import evaluate
+    from swappass.lm.models import load_model
+
+    model_dir, _ = tiny
+    a, _ = load_model(str(model_dir))
+    b, _ = load_model(str(model_dir))
+    with torch.no_grad():
+        b.model.layers[0].mlp.down_proj.weight.mul_(0.5)
+    ids = [torch.randint(0, a.config.vocab_size, (1, 20), generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    res = evaluate.compare_models(b, a, ids, progress=False)
+    with torch.no_grad():
+        la = torch.log_softmax(a(torch.cat(ids)).logits[:, :-1].double(), -1)
+        lb = torch.log_softmax(b(torch.cat(ids)).logits[:, :-1].double(), -1)
+    kl = (la.exp() * (la - lb)).sum(-1).mean().detach()
+    assert res.kl == pytest.approx(float(kl), rel=1e-4)
+    assert res.top1 == pytest.approx(float((la.argmax(-1) == lb.argmax(-1)).double().mean()))
+    assert res.perplexity == pytest.approx(evaluate.perplexity(b, ids, progress=False), rel=1e-6)

@@ -15,9 +15,9 @@ from pruning_helper import magnitude_prune
 from torch import nn
 
 import swappass as sp
-from swappass.onnx.adapter import ExportError
 from swappass.cli.export import export_pruned_dir
 from swappass.core.masks import MASKS_FILE, PrunedWeight, save_masks
+from swappass.onnx.adapter import ExportError
 from swappass.onnx.audit import audit_sparsity
 from swappass.onnx.metadata import METADATA_SPARSITY, read_sparsity_metadata
 
@@ -466,17 +466,15 @@ def test_export_pruned_dir_bert(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- the real model
 @pytest.mark.slow
-def test_smollm2_pruned_2_4_exports_and_verifies(tmp_path):
-    from swappass.cli.export import example_inputs_for
-    from swappass.lm.models import load_model
 
-    model, tokenizer = load_model("smollm2-135m")
-    records = magnitude_prune(model, "2:4")
-    assert len(records) == 30 * 7
-    example = example_inputs_for(model, tokenizer, batch=1, seq_len=12)
-    report = sp.export_onnx(model, example, tmp_path / "smollm2.onnx", masks=records, verbose=False)
-    print(report)
+
+def test_a_batch_of_one_example_still_exports_dynamic_axes(tmp_path):
+    """torch.export specialises size-1 axes: the exporter widens them for the capture, so a (1, 12) example
+    gives a file that also runs (and verifies) at batch 2."""
+    model, records = build("llama", "2:4")
+    report = sp.export_onnx(model, token_inputs("llama", batch=1, seq=12), tmp_path / "m.onnx", masks=records,
+                            verbose=False)
     assert report.passed, report.failures()
     assert {c.inputs for c in report.checks} == {"example 1×12", "second 2×15"}
     assert all(c.top1 == 1.0 for c in report.checks)
-    assert report.audit.summary().startswith("210/210")
+    assert report.outputs["logits"][:2] == ["batch", "sequence"]

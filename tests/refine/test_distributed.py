@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from dist_helper import hard_exit, one_thread, run_ranks, save_result
 
 import swappass as sp
 from swappass import kernels
 from swappass.core import rowtiles
-from swappass.refine.distributed import row_partition
 from swappass.core.patterns import NMSparsity
 from swappass.kernels.torch_search import SwapChoice, nm_diag_blocks, search_nm_torch, search_rows_torch
-
-from dist_helper import hard_exit, one_thread, run_ranks, save_result
+from swappass.refine.distributed import row_partition
 
 # (d_out, d_in, pattern, dtype, backend, extra refine_mask arguments). CPU row tile: 64 rows.
 CASES = [

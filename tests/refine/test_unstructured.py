@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import swappass as sp
-from swappass.core.patterns import UnstructuredSparsity, parse_pattern
+from swappass.core.patterns import UnstructuredSparsity
 from swappass.refine.reference import swap_deltas
 from swappass.refine.unstructured import best_cross_move, greedy_cross_moves, row_move_terms
 
@@ -37,33 +37,10 @@ def all_cross_deltas(W, G, keep):
 
 
 # ---------------------------------------------------------------- the pattern
-@pytest.mark.parametrize("spec", ["unstructured:0.6", "UNSTRUCTURED:60%", " unstructured: 0.6 "])
-def test_parse_unstructured(spec):
-    pat = parse_pattern(spec)
-    assert pat == UnstructuredSparsity(0.6)
-    assert str(pat) == "unstructured:0.6" and parse_pattern(str(pat)) == pat
 
 
-@pytest.mark.parametrize("spec", ["unstructured:1.0", "unstructured:-0.1", "unstructured:", "unstructured:x"])
-def test_parse_unstructured_rejects_nonsense(spec):
-    with pytest.raises(ValueError):
-        parse_pattern(spec)
 
 
-def test_unstructured_counts_and_errors():
-    pat = UnstructuredSparsity(0.6)
-    assert pat.kept_total(576, 1536) == round(576 * 1536 * 0.4)
-    assert sp.RowSparsity(0.6).kept_total(3, 576) == 3 * 230
-    with pytest.raises(TypeError, match="no per-row count"):
-        pat.kept_per_row(10)
-    with pytest.raises(ValueError, match="keeps no weight"):
-        UnstructuredSparsity(0.99).check_shape(2, 10, where="blk.0.q")
-    mask = torch.zeros(4, 5, dtype=torch.bool)
-    mask[0] = True  # 5 kept, rows uneven: feasible iff the total matches
-    assert UnstructuredSparsity(0.75).is_feasible(mask)
-    mask[1, 0] = True
-    with pytest.raises(ValueError, match="keeps 6 weights, the pattern needs exactly 5 of 4×5"):
-        UnstructuredSparsity(0.75).check_mask(mask, where="blk.0.q")
 
 
 def test_layer_wide_warm_start_ranking_and_ties():
@@ -178,11 +155,9 @@ def test_monotone_in_iterations_and_deterministic():
         assert torch.equal(res.mask, again.mask) and torch.equal(res.swaps, again.swaps)
 
 
-def test_zero_iterations_and_capped_cross_steps():
+def test_capped_cross_steps():
     W, G = make_layer(6, 10, 2)
     mask0 = sp.warm_start(W, G, "unstructured:0.5", "magnitude")
-    res0 = sp.refine_mask(W, G, mask0, "unstructured:0.5", max_iters=0)
-    assert torch.equal(res0.mask, mask0) and res0.iters == 0 and not res0.info["converged"]
     res = sp.refine_unstructured(W, G, mask0, "unstructured:0.5", max_iters=1, max_cross_steps=1)
     assert res.info["cross_steps"] <= 1
     assert UnstructuredSparsity(0.5).is_feasible(res.mask)

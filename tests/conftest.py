@@ -1,0 +1,21 @@
+"""Fixtures shared across the test folders."""
+from __future__ import annotations
+
+import pytest
+from cli_helpers import save_tiny_run_inputs
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """``(model directory, calibration text)``: a tiny LLaMA with its tokenizer, saved once per test module."""
+    return save_tiny_run_inputs(tmp_path_factory.mktemp("tiny"))
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``-n 2`` in CI), one intra-op thread per worker: the workers already use every core."""
+    import os
+
+    import torch
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)

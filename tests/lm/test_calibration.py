@@ -1,0 +1,92 @@
+"""Calibration sets: samples from the model itself (seeded, shaped, following its distribution), hub datasets."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from cli_helpers import corpus
+
+from swappass.lm import calibration
+
+
+def test_self_calibration_is_seeded_and_shaped(tiny):
+    from swappass.lm.models import load_model
+
+    model_dir, _ = tiny
+    model, tok = load_model(str(model_dir))
+    a = calibration.sample_sequences(model, tok, nsamples=3, seqlen=10, seed=5, batch_size=2, progress=False)
+    b = calibration.sample_sequences(model, tok, nsamples=3, seqlen=10, seed=5, batch_size=2, progress=False)
+    c = calibration.sample_sequences(model, tok, nsamples=3, seqlen=10, seed=6, batch_size=2, progress=False)
+    assert [w.shape for w in a] == [(1, 10)] * 3
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+    ids = torch.cat(a)
+    assert ids.min() >= 0 and ids.max() < model.config.vocab_size
+    assert tok.eos_token_id not in ids[:, 0].tolist()  # first tokens avoid special tokens
+
+    # the KV-cache loop samples what full-prefix forward passes give (same generator, same draws)
+    gen = torch.Generator().manual_seed(5)
+    special = set(tok.all_special_ids)
+    candidates = torch.tensor([i for i in range(model.config.vocab_size) if i not in special])
+    replay = candidates[torch.randint(len(candidates), (3,), generator=gen)].reshape(-1, 1)[:2]
+    with torch.no_grad():
+        for _ in range(9):
+            probs = torch.softmax(model(input_ids=replay).logits[:, -1].double(), dim=-1)
+            replay = torch.cat([replay, torch.multinomial(probs, 1, generator=gen)], dim=1)
+    assert torch.equal(replay, ids[:2])
+
+
+def test_self_calibration_follows_the_model_distribution():
+    from types import SimpleNamespace
+
+    class Successor(torch.nn.Module):
+        """Next token = last token + 1 (mod V) with probability 1; counts the tokens it is fed."""
+
+        config = SimpleNamespace(vocab_size=50)
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.fed = 0
+
+        def forward(self, input_ids, past_key_values=None, use_cache=True):
+            self.fed += input_ids.numel()
+            logits = torch.full((*input_ids.shape, 50), -1e9)
+            nxt = (input_ids[:, -1] + 1) % 50
+            logits[torch.arange(input_ids.shape[0]), -1, nxt] = 0.0
+            return SimpleNamespace(logits=logits, past_key_values=(past_key_values or 0) + 1)
+
+    model = Successor()
+    seqs = calibration.sample_sequences(model, None, nsamples=3, seqlen=7, seed=0, progress=False)
+    for s in seqs:
+        assert torch.equal(s[0], (s[0, 0] + torch.arange(7)) % 50)
+    assert model.fed == 3 * 6  # with the KV cache, one new token per sequence and step
+
+
+def test_hub_dataset_calibration(monkeypatch, tiny):
+    from swappass.lm.models import load_model
+
+    _, tok = load_model(str(tiny[0]))
+    monkeypatch.setitem(sys.modules, "datasets", None)  # not installed
+    with pytest.raises(calibration.CalibrationError, match="needs the `datasets` package"):
+        calibration.calibration_set("hf:wikitext:wikitext-2-raw-v1:train", tok, nsamples=2, seqlen=16)
+
+    calls = []
+
+    class FakeDatasets:
+        @staticmethod
+        def load_dataset(name, config, split, streaming):
+            calls.append((name, config, split, streaming))
+            return iter([{"text": ""}] + [{"text": line} for line in corpus(2000).splitlines()])
+
+    monkeypatch.setitem(sys.modules, "datasets", FakeDatasets)
+    monkeypatch.setattr("swappass.lm.models.hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(calibration.CalibrationError, match="hub is unreachable"):
+        calibration.calibration_set("hf:wikitext:wikitext-2-raw-v1", tok, nsamples=2, seqlen=16)
+    monkeypatch.setattr("swappass.lm.models.hub_reachable", lambda timeout=3.0: True)
+    windows = calibration.calibration_set("hf:wikitext:wikitext-2-raw-v1", tok, nsamples=2, seqlen=16, seed=1)
+    assert calls == [("wikitext", "wikitext-2-raw-v1", "train", True)]
+    assert [w.shape for w in windows] == [(1, 16)] * 2
+    with pytest.raises(calibration.CalibrationError, match="malformed"):
+        calibration.calibration_set("hf:", tok, nsamples=2, seqlen=16)
