@@ -16,11 +16,23 @@ This module is the public face: every name here lives in one of the layers (``co
 (``import onnx`` costs about a second), so that ``import swappass`` stays light.
 """
 from .core.channelstats import ChannelStats
-from .core.errors import CheckError, InputError, NoCalibrationDataError, NonFiniteActivationError, SwappassError
+from .core.errors import (
+    CheckError,
+    InputError,
+    NoCalibrationDataError,
+    NonFiniteActivationError,
+    SwappassError,
+)
 from .core.gram import GramAccumulator
 from .core.loss import layer_loss, reconstruction_loss
 from .core.masks import PrunedWeight, load_masks, save_masks
-from .core.patterns import NMSparsity, RowSparsity, SparsityPattern, UnstructuredSparsity, parse_pattern
+from .core.patterns import (
+    NMSparsity,
+    RowSparsity,
+    SparsityPattern,
+    UnstructuredSparsity,
+    parse_pattern,
+)
 from .core.selection import mask_from_scores, project_mask
 from .core.version import __version__
 from .graph.conversion import convert

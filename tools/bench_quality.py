@@ -17,6 +17,11 @@ Tables (subcommands, any order; each row runs once per output directory and is r
   and per-row 60% Wanda + SparseSwaps + refit.
 * ``refit``   -- with a weight update at the deployment pattern 2:4 (and per row 60%): SparseGPT with its own
   update (its N:M baseline), Wanda / RIA / SparseGPT warm starts + SparseSwaps + refit.
+* ``orders``  -- calibration order (issue 18): Wanda + SparseSwaps at 60% and 2:4 and Wanda + SparseSwaps + refit
+  at 2:4, each in the ``level`` and ``block`` order, with calibration seeds ``--seeds`` (default 0 1 2): every row,
+  then mean ± std over the seeds.
+* ``rounds``  -- refinement that knows about the refit: Wanda + SparseSwaps + refit at 2:4 and 60%, swaps-then-refit
+  (``refit_rounds`` 1) against 3 alternated rounds, over the same seeds.
 
 Protocol: the model in float32 (``swappass.lm.models.load_model``); calibration on ``--nsamples`` random windows of
 ``--seqlen`` tokens of WikiText-2 *valid* (``swappass.lm.data.calibration_windows``, seed ``--seed``; Wanda's loader
@@ -53,7 +58,7 @@ from swappass.lm.models import load_model  # noqa: E402
 
 SWEEP = (0, 1, 2, 5, 10, 25, 50, 100, 200)
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-TABLES = ("table2", "table1", "figure1", "new", "refit")
+TABLES = ("table2", "table1", "figure1", "new", "refit", "orders", "rounds")
 
 
 # ------------------------------------------------------------------------------------------------ rows
@@ -66,6 +71,9 @@ class Spec:
     refine: str = "none"
     refit: str = "none"
     max_iters: int = 0
+    order: str = "level"  # the calibration order (sparsify's ``sequential``)
+    seed: int | None = None  # the calibration seed; None: --seed
+    refit_rounds: int = 1
 
     def normalized(self) -> "Spec":
         refine, iters = self.refine, self.max_iters
@@ -73,12 +81,23 @@ class Spec:
             refine = "none"  # zero swap iterations is the warm start
         if refine != "swaps":
             iters = 0
-        return Spec(self.pattern, self.warm_start, refine, self.refit, iters)
+        return Spec(self.pattern, self.warm_start, refine, self.refit, iters, self.order, self.seed,
+                    self.refit_rounds)
 
     @property
     def key(self) -> str:
         s = self.normalized()
-        return f"{s.pattern}|{s.warm_start}|{s.refine}|{s.refit}|{s.max_iters}"
+        key = f"{s.pattern}|{s.warm_start}|{s.refine}|{s.refit}|{s.max_iters}"
+        # later fields only when not the default, so that earlier rows keep their keys
+        return key + (f"|order={s.order}" if s.order != "level" else "") + (
+            f"|seed={s.seed}" if s.seed is not None else "") + (
+            f"|rounds={s.refit_rounds}" if s.refit_rounds != 1 else "")
+
+    @property
+    def config(self) -> str:
+        """The row's method and pattern, without order and seed (what mean ± std groups by)."""
+        s = self.normalized()
+        return f"{s.pattern}|{s.warm_start}|{s.refine}|{s.refit}|{s.max_iters}|rounds={s.refit_rounds}"
 
     @property
     def label(self) -> str:
@@ -89,9 +108,13 @@ class Spec:
         elif s.refine == "swaps":
             name += f" + SparseSwaps ({s.max_iters} it)"
         if s.refit == "lstsq":
-            name += " + refit"
+            name += " + refit" + (f" ({s.refit_rounds} alternated rounds)" if s.refit_rounds > 1 else "")
         elif s.refit == "sparsegpt":
             name += " (own update)"
+        if s.order != "level":
+            name += f" [{s.order} order]"
+        if s.seed is not None:
+            name += f" [seed {s.seed}]"
         return name
 
 
@@ -130,6 +153,23 @@ def refit_specs(iters: int) -> list[Spec]:
     ]
 
 
+def _seeded(spec: Spec, seed: int, default_seed: int) -> Spec:
+    """``spec`` at calibration seed ``seed`` (the --seed one keeps the plain key, so earlier rows are reused)."""
+    return Spec(spec.pattern, spec.warm_start, spec.refine, spec.refit, spec.max_iters, spec.order,
+                None if seed == default_seed else seed, spec.refit_rounds)
+
+
+def order_specs(iters: int, seeds: list[int], default_seed: int) -> list[Spec]:
+    configs = [("0.6", "none"), ("2:4", "none"), ("2:4", "lstsq")]
+    return [_seeded(Spec(p, "wanda", "swaps", r, iters, order), seed, default_seed)
+            for p, r in configs for order in ("level", "block") for seed in seeds]
+
+
+def rounds_specs(iters: int, seeds: list[int], default_seed: int) -> list[Spec]:
+    return [_seeded(Spec(p, "wanda", "swaps", "lstsq", iters, refit_rounds=k), seed, default_seed)
+            for p in ("2:4", "0.6") for k in (1, 3) for seed in seeds]
+
+
 def table_specs(table: str, args: argparse.Namespace) -> list[Spec]:
     """The rows of one table (subcommand), in their order."""
     return {
@@ -138,6 +178,8 @@ def table_specs(table: str, args: argparse.Namespace) -> list[Spec]:
         "figure1": lambda: [figure1_spec(args.iters)],
         "new": lambda: new_specs(args.iters),
         "refit": lambda: refit_specs(args.iters),
+        "orders": lambda: order_specs(args.iters, args.seeds, args.seed),
+        "rounds": lambda: rounds_specs(args.iters, args.seeds, args.seed),
     }[table]()
 
 
@@ -192,8 +234,8 @@ class Bench:
         torch.manual_seed(0)
         t = time.perf_counter()
         self.model, self.tokenizer = load_model(args.model, dtype=torch.float32, device=args.device)
-        self.calib = data.calibration_windows(self.tokenizer, nsamples=args.nsamples, seqlen=args.seqlen,
-                                              seed=args.seed)
+        self.calibs = {args.seed: data.calibration_windows(self.tokenizer, nsamples=args.nsamples,
+                                                           seqlen=args.seqlen, seed=args.seed)}
         self.windows = data.perplexity_windows(self.tokenizer, seqlen=args.eval_seqlen, max_windows=args.eval_windows)
         self.protocol = self._protocol(time.perf_counter() - t)
         blocks = args.blocks
@@ -211,7 +253,7 @@ class Bench:
             "nsamples": a.nsamples, "seqlen": a.seqlen, "seed": a.seed, "batch_size": a.batch_size,
             "evaluation": f"WikiText-2 raw test, {len(self.windows)} windows x {a.eval_seqlen} tokens",
             "eval_windows": len(self.windows), "eval_seqlen": a.eval_seqlen, "backend": a.backend,
-            "sequential": True, "load_seconds": round(load_seconds, 1),
+            "sequential": "per row (see its order)", "load_seconds": round(load_seconds, 1),
             "blocks": "all decoder blocks" if a.blocks is None else f"the first {a.blocks} decoder blocks only",
         }
 
@@ -253,15 +295,17 @@ class Bench:
         t = time.perf_counter()
         model = copy.deepcopy(self.model)
         model, report = sp.sparsify(
-            model, self.calib, pattern=s.pattern, warm_start=s.warm_start, refine=s.refine,
+            model, self.calib(s.seed), pattern=s.pattern, warm_start=s.warm_start, refine=s.refine,
             refit=False if s.refit == "none" else s.refit, max_iters=s.max_iters, backend=self.args.backend,
-            batch_size=self.args.batch_size, targets=self.targets, progress=False,
+            batch_size=self.args.batch_size, targets=self.targets, progress=False, sequential=s.order,
+            refit_rounds=s.refit_rounds,
         )
         t_eval = time.perf_counter()
         ppl = evaluate.perplexity(model, self.windows, batch_size=self.args.eval_batch, progress=False)
         del model
         done = time.perf_counter()
-        rec = {"key": spec.key, "label": spec.label, "tables": tables, **asdict(s), "ppl": ppl,
+        rec = {"key": spec.key, "label": spec.label, "config": spec.config, "tables": tables, **asdict(s),
+               "calibration_seed": self.args.seed if s.seed is None else s.seed, "ppl": ppl,
                **summarize(report), "pass_seconds": t_eval - t, "eval_seconds": done - t_eval,
                "row_seconds": done - t, "backend_used": report.settings.get("backend"),
                "device": self.protocol["device"], "torch": self.protocol["torch"]}
@@ -270,6 +314,14 @@ class Bench:
         print(f"  {spec.label:48s} {s.pattern:17s} ppl {ppl:9.3f}  reduction "
               f"{_pct(rec['mean_rel_reduction'])}  {done - t:6.1f} s", flush=True)
         return rec
+
+    def calib(self, seed: int | None) -> list[torch.Tensor]:
+        """The calibration windows of ``seed`` (None: --seed), drawn once per process."""
+        seed = self.args.seed if seed is None else seed
+        if seed not in self.calibs:
+            self.calibs[seed] = data.calibration_windows(self.tokenizer, nsamples=self.args.nsamples,
+                                                         seqlen=self.args.seqlen, seed=seed)
+        return self.calibs[seed]
 
     def _over_budget(self) -> bool:
         budget = self.args.time_budget
@@ -316,6 +368,8 @@ class Bench:
             for s, r in zip(specs, recs):
                 lines.append(_md_row(s, r, machine=len(machines) > 1))
             lines.append("")
+            if title.startswith(("(f)", "(g)")):
+                lines += seed_summary(specs, recs)
         if (self.out / "figure1.png").exists() or (self.out / "figure1.csv").exists():
             lines += ["## (c) Figure 1 analogue", "", "Per-block, per-projection relative error reduction of the 60% "
                       "Wanda + SparseSwaps run: figure1.png, figure1.csv.", ""]
@@ -323,8 +377,35 @@ class Bench:
 
     def sections(self) -> list[tuple[str, list[Spec]]]:
         titles = {"table2": "(a) Table 2 analogue", "table1": "(b) Table 1 analogue: swap iterations (Wanda warm start)",
-                  "new": "(d) Beyond the paper", "refit": "(e) With a weight update: 2:4 and per row"}
+                  "new": "(d) Beyond the paper", "refit": "(e) With a weight update: 2:4 and per row",
+                  "orders": "(f) Calibration order: level vs block, over calibration seeds",
+                  "rounds": "(g) Refinement that knows about the refit: alternated rounds, over calibration seeds"}
         return [(title, table_specs(table, self.args)) for table, title in titles.items()]
+
+
+def seed_summary(specs: list[Spec], recs: list[dict | None]) -> list[str]:
+    """Mean ± sample std over the calibration seeds of each (method, pattern, order): perplexity and the mean
+    relative layer error reduction (with refit: of the refitted weights)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for s, r in zip(specs, recs):
+        if r is not None:
+            groups.setdefault((s.config, s.order), []).append(r)
+    lines = ["| method | pattern | order | seeds | ppl mean ± std | mean rel. error reduction ± std |",
+             "|---|---|---|---|---|---|"]
+    for (config, order), rows in groups.items():
+        ppl = [r["ppl"] for r in rows]
+        red = [r["mean_rel_reduction_with_refit"] if r.get("mean_rel_reduction_with_refit") is not None
+               else r["mean_rel_reduction"] for r in rows]
+        label = rows[0]["label"].split(" [")[0]
+        lines.append(f"| {label} | {rows[0]['pattern']} | {order} | {len(rows)} | {_mean_std(ppl, 3)} | "
+                     f"{_mean_std([100 * v for v in red], 2)}% |")
+    return lines + [""]
+
+
+def _mean_std(values: list[float], digits: int) -> str:
+    m = sum(values) / len(values)
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else float("nan")
+    return f"{m:.{digits}f} ± {sd:.{digits}f}"
 
 
 def _pct(v: float | None) -> str:
@@ -413,6 +494,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="calibration sequences per forward (default 8 on cuda, 1 on cpu)")
     ap.add_argument("--iters", type=int, default=100, help="swap iterations of tables (a), (c), (d), (e)")
     ap.add_argument("--sweep", type=int, nargs="+", default=list(SWEEP), help="iterations of table (b)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="calibration seeds of tables (f), (g)")
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--blocks", type=int, default=None,
                     help="prune only the first N decoder blocks (default: all; --quick: 2)")

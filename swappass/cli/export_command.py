@@ -42,7 +42,9 @@ def run_export(args: argparse.Namespace) -> int:
     """``swappass export``; returns the exit status (errors propagate to :func:`swappass.cli.exits.run_command`)."""
     if args.batch < 1 or args.seq_len < 1:
         raise InputError(f"--batch and --seq-len must be ≥ 1 (got {args.batch} and {args.seq_len})")
-    from .export import export_pruned_dir  # loads onnx and the exporter: only when exporting
+    from .export import (
+        export_pruned_dir,  # loads onnx and the exporter: only when exporting
+    )
 
     report = export_pruned_dir(
         args.model_dir, args.out, batch=args.batch, seq_len=args.seq_len, opset=args.opset,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..graph.blocks import CALIBRATION_ORDERS
 from ..methods.options import REFINE_METHODS, REFIT_METHODS
 from ..onnx.verify import VerificationError
 from .exits import EXIT_OK
@@ -47,6 +48,12 @@ def add_prune_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
                    help="auto (cuda if available), cpu, cuda, cuda:N; under torchrun: auto/cuda (each rank its own "
                    "GPU) or cpu (gloo)")
     p.add_argument("--dtype", default="float32", choices=list(DTYPES), help="model dtype (Gram matrices: float32)")
+    p.add_argument("--refit-rounds", type=int, default=1,
+                   help="with --refit lstsq: 1 = swaps, then the refit; N > 1 alternates refits and swaps that "
+                   "account for the refitted weights N-1 times more")
+    p.add_argument("--calibration-order", default=CALIBRATION_ORDERS[0], choices=CALIBRATION_ORDERS,
+                   help="level: every layer calibrated through all pruned layers upstream; block: every layer of a "
+                   "block on the block's inputs from the pruned blocks before it (Wanda's order); none: one-shot")
     p.add_argument("--gram-tf32", action="store_true",
                    help="Gram products of fp16/bf16 activations on TF32 tensor cores: ~2.4x faster calibration on an "
                         "H100, 10-40x larger Gram error (default: exact float32 GEMM)")
@@ -66,13 +73,17 @@ def add_prune_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
 
 def run_prune(args: argparse.Namespace) -> int:
     """``swappass prune``; returns the exit status (errors propagate to :func:`swappass.cli.exits.run_command`)."""
-    from .prune import ONNX_FILE, prune_to_dir  # loads the pass and transformers: only when pruning
+    from .prune import (  # loads the pass and transformers: only when pruning
+        ONNX_FILE,
+        prune_to_dir,
+    )
     from .recipe import PruneOptions
 
     opts = PruneOptions(
         model=args.model, out=args.out, pattern=args.pattern, warm_start=args.warm_start, iters=args.iters,
         calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, device=args.device,
         dtype=args.dtype, batch_size=args.batch_size, gram_tf32=args.gram_tf32,
+        calibration_order=args.calibration_order, refit_rounds=args.refit_rounds,
         targets=split_selectors(args.targets),
         ignore=split_selectors(args.ignore) or [], refine=args.refine, refit=args.refit, onnx=args.onnx,
         plot=args.plot, overwrite=args.overwrite, progress=not args.no_progress,

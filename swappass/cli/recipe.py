@@ -12,10 +12,16 @@ from typing import Any
 
 from ..core.errors import InputError
 from ..core.patterns import parse_pattern
+from ..graph.blocks import CALIBRATION_ORDERS
 from ..lm import data
 from ..lm.calibration import HF_PREFIX
 from ..lm.errors import DataNotFoundError
-from ..methods.options import REFINE_METHODS, REFIT_METHODS, WARM_START_METHODS, check_prune_options
+from ..methods.options import (
+    REFINE_METHODS,
+    REFIT_METHODS,
+    WARM_START_METHODS,
+    check_prune_options,
+)
 from .options import DTYPES, resolve_device
 from .plot import PlotError, require_matplotlib
 
@@ -39,6 +45,8 @@ class PruneOptions:
     dtype: str = "float32"
     batch_size: int = 1
     gram_tf32: bool = False
+    calibration_order: str = "level"
+    refit_rounds: int = 1
     targets: list[str] | None = None
     ignore: list[str] = field(default_factory=list)
     refine: str = "swaps"
@@ -99,7 +107,7 @@ def _check_methods(opts: PruneOptions, pattern) -> None:
     """Reject a method combination the pass cannot run (e.g. --refit sparsegpt without SparseGPT's own mask)."""
     refit = False if opts.refit == REFIT_METHODS[0] else opts.refit
     try:
-        check_prune_options(pattern, opts.warm_start, opts.refine, refit, opts.iters)
+        check_prune_options(pattern, opts.warm_start, opts.refine, refit, opts.iters, opts.refit_rounds)
     except ValueError as exc:
         flags = f"--warm-start {opts.warm_start} --refine {opts.refine} --refit {opts.refit} --pattern {pattern}"
         raise InputError(f"{flags}: {exc}") from exc
@@ -119,6 +127,9 @@ def check_options(opts: PruneOptions) -> dict[str, Any]:
                              ("--iters", opts.iters, 0), ("--batch-size", opts.batch_size, 1)):
         if value < low:
             raise InputError(f"{flag} must be at least {low}, got {value}")
+    if opts.calibration_order not in CALIBRATION_ORDERS:
+        choices = ", ".join(CALIBRATION_ORDERS)
+        raise InputError(f"--calibration-order {opts.calibration_order!r}: choose one of {choices}")
     if opts.dtype not in DTYPES:
         raise InputError(f"--dtype {opts.dtype!r}: choose one of {', '.join(DTYPES)}")
     device = resolve_device(opts.device)
@@ -143,6 +154,8 @@ def check_options(opts: PruneOptions) -> dict[str, Any]:
         "seed": opts.seed,
         "batch_size": opts.batch_size,
         "gram_tf32": opts.gram_tf32,
+        "calibration_order": opts.calibration_order,
+        "refit_rounds": opts.refit_rounds,
         "device": device,
         "dtype": opts.dtype,
         "targets": list(opts.targets) if opts.targets is not None else None,

@@ -6,11 +6,24 @@ products and the layer errors (``rowtiles``, ``loss``), input checks (``validate
 plan (``workspace``), the error hierarchy (``errors``) and the version.
 """
 from .channelstats import ChannelStats
-from .errors import CheckError, InputError, NoCalibrationDataError, NonFiniteActivationError, SwappassError
+from .errors import (
+    CheckError,
+    InputError,
+    NoCalibrationDataError,
+    NonFiniteActivationError,
+    SwappassError,
+)
 from .gram import GramAccumulator
 from .loss import RowLossTotals, layer_loss, reconstruction_loss, relative_reduction
 from .masks import MASKS_FILE, PrunedWeight, load_masks, save_masks
-from .patterns import NMSparsity, PatternLike, RowSparsity, SparsityPattern, UnstructuredSparsity, parse_pattern
+from .patterns import (
+    NMSparsity,
+    PatternLike,
+    RowSparsity,
+    SparsityPattern,
+    UnstructuredSparsity,
+    parse_pattern,
+)
 from .selection import mask_from_scores, project_mask
 from .version import __version__
 

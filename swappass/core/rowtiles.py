@@ -33,26 +33,34 @@ def row_tile(device: torch.device | str) -> int:
     return ROW_TILES.get(torch.device(device).type, _DEFAULT_TILE)
 
 
-def _tile_terms(w: torch.Tensor, keep: torch.Tensor, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _tile_terms(
+    w: torch.Tensor, keep: torch.Tensor, G: torch.Tensor, residual: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     e = w * ~keep  # a fresh contiguous tensor: same alignment and shape for the same tile in every run
+    if residual is not None:
+        e += residual
     c = e @ G
     return c, (e * c).sum(dim=1)
 
 
 def row_errors(
-    w: torch.Tensor, keep: torch.Tensor, G: torch.Tensor, tile: int | None = None
+    w: torch.Tensor, keep: torch.Tensor, G: torch.Tensor, tile: int | None = None,
+    residual: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``c = ((1 − m) ⊙ w) G`` (R × d) and the row errors ``((1 − m) ⊙ w)ᵀ c`` (R,), tile by tile.
+    """``c = e G`` (R × d) and the row errors ``eᵀ c`` (R,) of ``e = (1 − m) ⊙ w (+ residual)``, tile by tile.
 
     ``w``: (R, d) rows starting on a tile boundary of the layer; ``keep``: (R, d) bool, True = keep;
-    ``G``: (d, d) symmetric. ``tile``: rows per tile (default :func:`row_tile` of w's device).
+    ``G``: (d, d) symmetric. ``tile``: rows per tile (default :func:`row_tile` of w's device). ``residual``
+    (R, d): an error the rows have whatever the mask (refitted weights ``w`` against the original ones: their
+    difference), None for the mask-only error.
     """
     tile = tile or row_tile(w.device)
     R = w.shape[0]
     c = torch.empty_like(w)
     loss = torch.empty(R, dtype=w.dtype, device=w.device)
     for r0 in range(0, R, tile):
-        c[r0 : r0 + tile], loss[r0 : r0 + tile] = _tile_terms(w[r0 : r0 + tile], keep[r0 : r0 + tile], G)
+        part = None if residual is None else residual[r0 : r0 + tile]
+        c[r0 : r0 + tile], loss[r0 : r0 + tile] = _tile_terms(w[r0 : r0 + tile], keep[r0 : r0 + tile], G, part)
     return c, loss
 
 
@@ -64,6 +72,7 @@ def resync_rows(
     loss: torch.Tensor,
     rows: torch.Tensor,
     tile: int | None = None,
+    residual: torch.Tensor | None = None,
 ) -> None:
     """Re-derive ``c`` and ``loss`` of ``rows`` (indices into the batch ``w``) exactly, in place.
 
@@ -76,7 +85,7 @@ def resync_rows(
     for t, members in groupby(sorted(rows.tolist()), key=lambda r: r // tile):
         r0 = t * tile
         r1 = min(w.shape[0], r0 + tile)
-        ct, lt = _tile_terms(w[r0:r1], keep[r0:r1], G)
+        ct, lt = _tile_terms(w[r0:r1], keep[r0:r1], G, None if residual is None else residual[r0:r1])
         local = [r - r0 for r in members]
         if len(local) == r1 - r0:
             c[r0:r1], loss[r0:r1] = ct, lt

@@ -9,7 +9,13 @@ from __future__ import annotations
 import torch
 
 from .errors import InputError
-from .patterns import NMSparsity, PatternLike, RowSparsity, UnstructuredSparsity, parse_pattern
+from .patterns import (
+    NMSparsity,
+    PatternLike,
+    RowSparsity,
+    UnstructuredSparsity,
+    parse_pattern,
+)
 
 __all__ = ["mask_from_scores", "project_mask"]
 

@@ -9,11 +9,24 @@ the pass in the PT2E shape; ``report`` says what it did per site.
 from .conversion import convert
 from .instrument import InstrumentedGraph
 from .levels import LevelState
-from .observers import GramChannelObserver, GramObserver, ObserverFactory, SiteObserver, gram_observer_factory
+from .observers import (
+    GramChannelObserver,
+    GramObserver,
+    ObserverFactory,
+    SiteObserver,
+    gram_observer_factory,
+)
 from .prepared import PreparedModel, prepare
 from .report import SiteReport, SparsifyReport
 from .sequential import sparsify
-from .sites import DEFAULT_IGNORE, GramGroup, Site, find_sites, gram_groups, select_sites
+from .sites import (
+    DEFAULT_IGNORE,
+    GramGroup,
+    Site,
+    find_sites,
+    gram_groups,
+    select_sites,
+)
 from .stages import SequentialOrderError, Stage, StagePlan, assign_levels, plan_stages
 from .tracing import CapturedGraph, CaptureError, NodeSource, capture
 

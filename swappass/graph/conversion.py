@@ -33,17 +33,19 @@ def convert(
     refine: str | None = None,
     refit: bool | str = False,
     group: torch.distributed.ProcessGroup | None = None,
+    refit_rounds: int = 1,
 ) -> SparsifyReport:
     """Prune every observed group not pruned yet, write the weights into the model, remove the observers.
 
-    ``warm_start`` / ``refine`` / ``refit`` / ``max_iters`` / ``group`` as in :func:`swappass.sparsify`
+    ``warm_start`` / ``refine`` / ``refit`` / ``max_iters`` / ``group`` / ``refit_rounds`` as in
+    :func:`swappass.sparsify`
     (``refine=None``: the one given to :func:`swappass.prepare`). Returns the report (``prepared.report``).
     Raises :class:`~swappass.core.errors.NoCalibrationDataError` if some group saw no calibration data.
     """
     t0 = time.perf_counter()
     refine = prepared.refine if refine is None else refine
-    prepared.refit = check_prune_options(prepared.pattern, warm_start, refine, refit, max_iters)
-    prepared.refine = refine
+    prepared.refit = check_prune_options(prepared.pattern, warm_start, refine, refit, max_iters, refit_rounds)
+    prepared.refine, prepared.refit_rounds = refine, refit_rounds
     todo = [g for g in prepared.groups if g.key not in prepared.converted]
     if refine == "dsnot":
         _check_channel_stats(prepared, todo)
@@ -91,6 +93,7 @@ def convert_groups(
             warm_start=warm_start, refine=prepared.refine, refit=prepared.refit, max_iters=max_iters,
             backend=backend, device=device if device is not None else group.sites[0].weight.device,
             statistics=stats, name=group.key, names=group.names, group=process_group,
+            refit_rounds=prepared.refit_rounds,
         )
         for site, res in zip(group.sites, results):
             stored = write_back(site, res.mask, res.weight)

@@ -5,9 +5,10 @@ from typing import Mapping, MutableMapping, Sequence
 
 import torch.fx as fx
 
+from .blocks import block_levels
 from .observers import ObserverFactory, SiteObserver
 from .sites import GramGroup, Site, gram_groups
-from .stages import StagePlan, assign_levels, plan_stages
+from .stages import SequentialOrderError, StagePlan, assign_levels, plan_stages
 from .tracing import CapturedGraph
 
 __all__ = ["InstrumentedGraph", "OBSERVER_PREFIX"]
@@ -19,8 +20,9 @@ class InstrumentedGraph:
     """A :class:`CapturedGraph` whose active Gram groups each have an observer node on their input(s).
 
     Observers are shared through ``observers`` (group key -> module), so graphs captured for several input
-    shapes accumulate into the same statistics. ``sequential`` decides whether groups get dependency levels
-    (:func:`swappass.graph.stages.assign_levels`) or all sit at level 0 (one-shot calibration).
+    shapes accumulate into the same statistics. ``order`` (:mod:`swappass.graph.blocks`) decides the groups'
+    levels: their dependency levels (``"level"``, :func:`swappass.graph.stages.assign_levels`), the index of their
+    block (``"block"``, :func:`swappass.graph.blocks.block_levels`), or 0 for all (``"none"``, one-shot).
     """
 
     def __init__(
@@ -29,22 +31,24 @@ class InstrumentedGraph:
         sites: Sequence[Site],
         observers: MutableMapping[str, SiteObserver],
         observer_factory: ObserverFactory,
-        sequential: bool,
+        order: str,
     ) -> None:
         self.captured = captured
         self.sites = list(sites)
-        self.sequential = sequential
+        self.order = order
         self.groups: list[GramGroup] = gram_groups(self.sites)
-        if sequential:
+        if order != "none":
             levels = assign_levels(
                 captured.graph_module.graph,
                 {g.key: g.inputs for g in self.groups},
                 {g.key: [op for s in g.sites for op in s.ops] for g in self.groups},
             )
+            if order == "block":
+                levels = block_levels(self.groups, levels, captured.model)
             for g in self.groups:
                 g.level = levels[g.key]
         self.observer_nodes: dict[str, list[fx.Node]] = {}
-        self._plans: dict[bool, StagePlan] = {}
+        self._plan: StagePlan | None = None
         self._insert_observers(observers, observer_factory)
 
     @property
@@ -77,14 +81,23 @@ class InstrumentedGraph:
         gm.recompile()
 
     def plan(self) -> StagePlan:
-        """The stage subgraphs of this graph (one per level; a single one in one-shot mode). Built once."""
-        if self.sequential not in self._plans:
+        """The stage subgraphs of this graph (one per level; a single one in one-shot mode). Built once.
+
+        With the ``"block"`` order a block's own Linear ops may run in its stage (dense, for its calibration);
+        the stage is run again after the block is pruned (:func:`swappass.graph.sequential.sparsify`).
+        """
+        if self._plan is None:
             gm = self.graph_module
             group_of = {g.key: g for g in self.groups}
             observer_levels = {n: group_of[k].level for k, ns in self.observer_nodes.items() for n in ns}
             op_levels = {op: g.level for g in self.groups for s in g.sites for op in s.ops}
-            self._plans[self.sequential] = plan_stages(gm, gm.graph, observer_levels, op_levels, self.sequential)
-        return self._plans[self.sequential]
+            try:
+                self._plan = plan_stages(gm, gm.graph, observer_levels, op_levels, sequential=self.order != "none",
+                                         dense_within_level=self.order == "block")
+            except SequentialOrderError as exc:
+                raise SequentialOrderError(f"{exc}; the {self.order!r} calibration order does not fit this graph: "
+                                           f"use sequential='level'") from exc
+        return self._plan
 
     def remove_observers(self) -> None:
         """Erase the observer nodes and modules: the graph computes the model again, nothing else."""
@@ -95,7 +108,7 @@ class InstrumentedGraph:
         for name in [n for n, _ in gm.named_children() if n.startswith(OBSERVER_PREFIX)]:
             delattr(gm, name)
         self.observer_nodes.clear()
-        self._plans.clear()
+        self._plan = None
         gm.recompile()
 
     def levels(self) -> Mapping[str, int]:

@@ -23,20 +23,23 @@ __all__ = ["SiteObserver", "GramObserver", "GramChannelObserver", "ObserverFacto
 class SiteObserver(nn.Module):
     """Base class: sees every calibration value of one Gram group's input(s), shaped ``(..., d_in)``.
 
-    ``name`` names the group's sites (used in error messages); ``d_in`` is their input size.
+    ``name`` names the group's sites (used in error messages); ``d_in`` is their input size. ``enabled``:
+    record what passes (True), or let it pass unrecorded (a stage re-run after its groups were pruned).
     """
 
     def __init__(self, name: str, d_in: int) -> None:
         super().__init__()
         self.name = name
         self.d_in = int(d_in)
+        self.enabled = True  # False: the node passes values on without recording them
 
     def observe(self, x: torch.Tensor) -> None:
         raise NotImplementedError
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> None:
-        self.observe(x)
+        if self.enabled:
+            self.observe(x)
 
     def statistics(self) -> dict[str, object]:
         """What the pruning step needs: at least ``"G"`` (``d_in × d_in``) and ``"tokens"``."""

@@ -16,11 +16,20 @@ from torch import nn
 from ..core.errors import InputError
 from ..core.patterns import PatternLike, SparsityPattern, parse_pattern
 from ..methods.options import check_prune_options
+from .blocks import calibration_order
 from .instrument import InstrumentedGraph
 from .observers import ObserverFactory, SiteObserver, gram_observer_factory
 from .report import SiteReport, SparsifyReport
 from .sites import GramGroup, Selector, find_sites, select_sites
-from .tracing import CapturedGraph, ModelInput, as_call, capture_call, input_signature, move_to, normalize_call
+from .tracing import (
+    CapturedGraph,
+    ModelInput,
+    as_call,
+    capture_call,
+    input_signature,
+    move_to,
+    normalize_call,
+)
 
 __all__ = ["PreparedModel", "prepare", "model_device", "output_weights"]
 
@@ -41,7 +50,7 @@ class PreparedModel:
         targets: Sequence[Selector] | None,
         ignore: Sequence[Selector] | None,
         observer: ObserverFactory,
-        sequential: bool,
+        order: str,
         method: str,
         *,
         refine: str = "swaps",
@@ -52,10 +61,11 @@ class PreparedModel:
         self.targets = list(targets) if targets is not None else None
         self.ignore = list(ignore) if ignore is not None else None
         self.observer_factory = observer
-        self.sequential = sequential
+        self.order = calibration_order(order)
         self.method = method
         self.refine = refine
         self.refit = refit
+        self.refit_rounds = 1
         self.graphs: dict[tuple, InstrumentedGraph] = {}
         self.observers: dict[str, SiteObserver] = {}
         self.converted: set[str] = set()
@@ -81,7 +91,7 @@ class PreparedModel:
             if self.graphs:  # selection warnings were given for the first graph already
                 warnings.simplefilter("ignore")
             select_sites(sites, self.targets, self.ignore, self.pattern, output_weights(self.model))
-        graph = InstrumentedGraph(captured, sites, self.observers, self.observer_factory, self.sequential)
+        graph = InstrumentedGraph(captured, sites, self.observers, self.observer_factory, self.order)
         if not self.graphs:
             self._init_report(graph)
         else:
@@ -158,7 +168,7 @@ def prepare(
     pattern: PatternLike = "0.6",
     targets: Sequence[Selector] | None = None,
     ignore: Sequence[Selector] | None = None,
-    sequential: bool = False,
+    sequential: bool | str = False,
     observer: ObserverFactory | None = None,
     gram_device: torch.device | str | None = None,
     gram_dtype: torch.dtype = torch.float32,
@@ -173,8 +183,9 @@ def prepare(
         targets / ignore: site selectors (names, dotted suffixes such as ``"q_proj"``, class names,
             ``"re:<regex>"``). ``ignore=None`` means ``["lm_head"]`` plus the model's output projection;
             weights tied to an embedding are always ignored.
-        sequential: give groups dependency levels (used by :func:`sparsify`); calling the prepared model
-            directly always calibrates one-shot (every site sees the dense model).
+        sequential: the calibration order :func:`sparsify` will follow (``"level"`` / True, ``"block"``, or
+            ``"none"`` / False, see :mod:`swappass.graph.blocks`); calling the prepared model directly always
+            calibrates one-shot (every site sees the dense model).
         observer: ``factory(name, d_in) -> SiteObserver``; default :class:`swappass.graph.GramObserver`
             (:class:`swappass.graph.GramChannelObserver` with ``refine="dsnot"``).
         gram_device / gram_dtype: where and in which dtype the default observer keeps G; gram_tf32: its products
@@ -187,7 +198,8 @@ def prepare(
     check_prune_options(pattern, "wanda", refine)  # an unknown refine, or DSnoT under a layer budget, raises here
     factory = observer or gram_observer_factory(gram_dtype, gram_device, channel_stats=refine == "dsnot",
                                                 tf32=gram_tf32)
-    prepared = PreparedModel(model, parse_pattern(pattern), targets, ignore, factory, sequential, method,
+    prepared = PreparedModel(model, parse_pattern(pattern), targets, ignore, factory, calibration_order(sequential),
+                             method,
                              refine=refine)
     prepared.graph_for(*as_call(model, example_inputs))
     return prepared

@@ -22,12 +22,13 @@ from ..core.patterns import PatternLike, parse_pattern
 from ..core.validate import check_count
 from ..kernels.registry import resolve_backend
 from ..methods.options import check_prune_options
+from .blocks import calibration_order
 from .conversion import convert_groups
 from .levels import LevelState, check_resume, level_state, restore_level
 from .observers import ObserverFactory, gram_observer_factory
 from .prepared import PreparedModel, model_device
 from .report import SparsifyReport
-from .sites import Selector
+from .sites import GramGroup, Selector
 from .tracing import ModelInput, as_call, input_signature, move_to
 
 __all__ = ["sparsify", "batch_calls", "calibrate_and_convert"]
@@ -41,7 +42,7 @@ def sparsify(
     max_iters: int = 100,
     targets: Sequence[Selector] | None = None,
     ignore: Sequence[Selector] | None = None,
-    sequential: bool = True,
+    sequential: bool | str = True,
     device: torch.device | str | None = None,
     backend: str = "auto",
     *,
@@ -57,6 +58,7 @@ def sparsify(
     checkpoint: Callable[[LevelState], None] | None = None,
     resume: Sequence[LevelState] = (),
     group: torch.distributed.ProcessGroup | None = None,
+    refit_rounds: int = 1,
 ) -> tuple[nn.Module, SparsifyReport]:
     """Prune the Linear layers of ``model`` in place: warm start, mask refinement (exact 1-swaps), optional refit.
 
@@ -76,8 +78,10 @@ def sparsify(
             (the SparseGPT baseline: ``warm_start="sparsegpt"``, ``refine="none"``, N:M or unstructured pattern).
             Either refit writes new weights (zero exactly where pruned); the report has both layer errors.
         targets / ignore: which sites to prune (see :func:`prepare`).
-        sequential: calibrate each site on inputs through the already pruned sites upstream (default);
-            False = one-shot: every site sees the dense model.
+        sequential: the calibration order (:mod:`swappass.graph.blocks`): ``"level"`` / ``True`` (default): every
+            site on inputs through all the pruned sites upstream of it; ``"block"``: every site of a decoder block
+            on the block's inputs from the pruned blocks before it, the block itself dense (Wanda's and SparseGPT's
+            order); ``"none"`` / ``False``: one-shot, every site sees the dense model.
         device: where calibration and refinement run; the model is moved there (default: where it is).
         backend: swap-search backend (see :func:`swappass.refine_mask`).
         batch_size: consecutive calibration items of one shape are concatenated along dim 0 up to this many.
@@ -96,6 +100,8 @@ def sparsify(
             every rank runs this same call (same model, calibration data, settings) and each refines a slice of
             every site's rows; all ranks end with the same pruned model, bit for bit the single-process one.
             ``report.settings["world_size"]`` records the number of ranks (1 without a group).
+        refit_rounds: with ``refit="lstsq"``: 1 (default) = swaps, then the refit; R > 1 alternates refits and
+            swaps that account for the refitted values (:mod:`swappass.methods.alternation`).
 
     Returns ``(model, report)``. Raises :class:`~swappass.InputError` for bad options or an empty calibration set,
     :class:`swappass.NonFiniteActivationError` (naming the sites) for NaN/Inf activations and
@@ -104,7 +110,8 @@ def sparsify(
     """
     t0 = time.perf_counter()
     pattern = parse_pattern(pattern)
-    refit = check_prune_options(pattern, warm_start, refine, refit, max_iters)
+    order = calibration_order(sequential)
+    refit = check_prune_options(pattern, warm_start, refine, refit, max_iters, refit_rounds)
     check_count(batch_size, "batch_size", minimum=1)
     if device is not None:
         model.to(device)
@@ -120,8 +127,9 @@ def sparsify(
     try:
         factory = observer or gram_observer_factory(gram_dtype, gram_device, channel_stats=refine == "dsnot",
                                                     tf32=gram_tf32)
-        prepared = PreparedModel(model, pattern, targets, ignore, factory, sequential, method, refine=refine,
+        prepared = PreparedModel(model, pattern, targets, ignore, factory, order, method, refine=refine,
                                  refit=refit)
+        prepared.refit_rounds = refit_rounds
         _capture_all(prepared, calls)
         calibrate_and_convert(prepared, calls, dev, warm_start, max_iters, backend, device, progress,
                                checkpoint, list(resume), group=group)
@@ -131,8 +139,9 @@ def sparsify(
 
     report = prepared.report
     report.settings.update(
-        pattern=str(pattern), warm_start=warm_start, max_iters=max_iters, sequential=sequential,
-        refine=refine, refit=refit,
+        pattern=str(pattern), warm_start=warm_start, max_iters=max_iters, sequential=order != "none",
+        calibration_order=order,
+        refine=refine, refit=refit, refit_rounds=refit_rounds,
         calibration_items=len(calls), batch_size=batch_size, device=str(dev), gram_dtype=str(gram_dtype),
         gram_tf32=gram_tf32, world_size=1 if group is None else torch.distributed.get_world_size(group),
         gram_device=str(gram_device) if gram_device is not None else str(dev), levels=prepared.num_levels,
@@ -191,41 +200,56 @@ def calibrate_and_convert(
     """Stage by stage over all calibration items, pruning each level's groups right after its stage.
 
     The first ``len(resume)`` levels are restored from ``resume`` instead of pruned; their stages run only if a
-    later level still has to be calibrated.
+    later level still has to be calibrated. In the ``"block"`` order a level is a block, calibrated dense: its
+    stage runs again once it is pruned, so that later blocks read its pruned outputs.
     """
-    work = []  # (plan, per-item cache or the call itself until stage 0 turns it into one)
-    for args, kwargs in calls:
-        graph = prepared.graph_for(args, kwargs)
-        work.append([graph, (args, kwargs)])
+    work = [[prepared.graph_for(args, kwargs), (args, kwargs)] for args, kwargs in calls]
     n_levels = prepared.num_levels
     groups = prepared.groups
     check_resume(resume, groups, n_levels)
     done = len(resume)
+    dense_stages = prepared.order == "block"
     level_bar = tqdm(range(n_levels), desc="swappass levels", unit="level", disable=not progress or n_levels < 2)
     for k in level_bar:
         level_groups = [g for g in groups if g.level == k]
         if k < done and done == n_levels:  # nothing left to calibrate: restore only
             restore_level(prepared, level_groups, resume[k])
             continue
-        replay = k < done
-        for i, item in enumerate(tqdm(work, desc=f"{'replay' if replay else 'calibrate'} level {k}", unit="item",
-                                      leave=False, disable=not progress)):
-            graph, state = item
-            plan = graph.plan()
-            if k == 0:
-                args, kwargs = state
-                flat = graph.captured.flatten(*move_to((args, kwargs), inputs_device))
-                state = plan.initial_cache({p.name: v for p, v in zip(graph.captured.placeholders, flat)})
-            try:
-                plan.stages[k].run(state)
-            except NonFiniteActivationError as exc:
-                raise NonFiniteActivationError(f"{exc} [calibration item {i}, level {k}]") from exc
-            item[1] = state
-        if replay:
-            restore_level(prepared, level_groups, resume[k])
+        if k < done:  # replay: the restored weights' outputs feed the next levels
+            if dense_stages:
+                restore_level(prepared, level_groups, resume[k])
+                _set_observers(prepared, level_groups, enabled=False)
+            _run_stage(work, k, inputs_device, progress, "replay", drop=True)
+            if not dense_stages:
+                restore_level(prepared, level_groups, resume[k])
             continue
+        _run_stage(work, k, inputs_device, progress, "calibrate", drop=not dense_stages)
         before = {s.name: s.weight.detach().clone() for g in level_groups for s in g.sites}
         convert_groups(prepared, level_groups, warm_start, max_iters, backend, device, progress,
-                        desc=f"prune level {k}", process_group=group)
+                       desc=f"prune level {k}", process_group=group)
         if checkpoint is not None:
             checkpoint(level_state(prepared, k, level_groups, before))
+        if dense_stages:
+            _set_observers(prepared, level_groups, enabled=False)
+            _run_stage(work, k, inputs_device, progress, "recompute", drop=True)
+
+
+def _run_stage(work: list[list], k: int, inputs_device: torch.device, progress: bool, what: str, drop: bool) -> None:
+    """Run stage ``k`` for every calibration item (``[graph, cache or call]``, the cache made at stage 0)."""
+    for i, item in enumerate(tqdm(work, desc=f"{what} level {k}", unit="item", leave=False, disable=not progress)):
+        graph, state = item
+        plan = graph.plan()
+        if k == 0 and isinstance(state, tuple):
+            args, kwargs = state
+            flat = graph.captured.flatten(*move_to((args, kwargs), inputs_device))
+            state = plan.initial_cache({p.name: v for p, v in zip(graph.captured.placeholders, flat)})
+        try:
+            plan.stages[k].run(state, drop=drop)
+        except NonFiniteActivationError as exc:
+            raise NonFiniteActivationError(f"{exc} [calibration item {i}, level {k}]") from exc
+        item[1] = state
+
+
+def _set_observers(prepared: PreparedModel, groups: Sequence[GramGroup], enabled: bool) -> None:
+    for g in groups:
+        prepared.observers[g.key].enabled = enabled

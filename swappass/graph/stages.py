@@ -73,12 +73,15 @@ class Stage:
     drops: list[str]
     nodes: int = 0
 
-    def run(self, cache: dict[str, Any]) -> None:
+    def run(self, cache: dict[str, Any], drop: bool = True) -> None:
+        """Compute the stage from ``cache`` and store its outputs there; ``drop``: then forget the values no later
+        stage reads (False when the stage will run again, as in the ``"block"`` calibration order)."""
         out = self.module(*[cache[name] for name in self.inputs])
         for name, value in zip(self.outputs, out):
             cache[name] = value
-        for name in self.drops:
-            cache.pop(name, None)
+        if drop:
+            for name in self.drops:
+                cache.pop(name, None)
 
 
 @dataclass
@@ -110,6 +113,7 @@ def plan_stages(
     observer_levels: Mapping[fx.Node, int],
     site_op_levels: Mapping[fx.Node, int],
     sequential: bool = True,
+    dense_within_level: bool = False,
 ) -> StagePlan:
     """Split ``graph`` into one stage per level (a single stage when ``sequential`` is False).
 
@@ -117,6 +121,10 @@ def plan_stages(
         root: the module owning the graph (parameters and observers are shared with it, not copied).
         observer_levels: observer ``call_module`` node -> level of its group.
         site_op_levels: Linear node of an active site -> level of its group (ignored when not sequential).
+        dense_within_level: a site's Linear op may run in its own level's stage (before it is pruned) instead of
+            only after it; the caller re-runs the stage after pruning (the ``"block"`` order).
+
+    Raises :class:`SequentialOrderError` if an observer reads a value its level's stage cannot compute.
     """
     needed = _needed(graph, observer_levels)
     order = [n for n in graph.nodes if n in needed]
@@ -128,11 +136,12 @@ def plan_stages(
     for n in body:
         e = max((earliest[a] for a in n.all_input_nodes if a in needed), default=0)
         if sequential and n in site_op_levels:
-            e = max(e, site_op_levels[n] + 1)
+            e = max(e, site_op_levels[n] + (0 if dense_within_level else 1))
         if n in observer_levels:
             lvl = observer_levels[n] if sequential else 0
             if e > lvl:
-                raise AssertionError(f"observer {n.name} at level {lvl} reads a value only available at stage {e}")
+                raise SequentialOrderError(
+                    f"observer {n.name} at level {lvl} reads a value only available at stage {e}")
             e = lvl
         earliest[n] = max(e, 0)
     stage: dict[fx.Node, int] = {p: -1 for p in placeholders}

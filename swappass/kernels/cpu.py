@@ -281,7 +281,8 @@ class _CompiledSearch:
         return SwapChoice(delta, u, p)
 
     def refine_batch(
-        self, w: torch.Tensor, keep: torch.Tensor, G: torch.Tensor, max_iters: int, rtol: float, resync_every: int
+        self, w: torch.Tensor, keep: torch.Tensor, G: torch.Tensor, max_iters: int, rtol: float, resync_every: int,
+        residual: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, int]:
         """:func:`swappass.refine.loop.refine_batch` with the iterations between two exact re-derivations of c run in C++.
 
@@ -290,7 +291,7 @@ class _CompiledSearch:
         """
         wc, kc = self._inputs(w, None, keep)
         R = wc.shape[0]
-        c, loss = row_errors(wc, kc, G)  # in row tiles, exactly as refine_batch
+        c, loss = row_errors(wc, kc, G, residual=residual)  # in row tiles, exactly as refine_batch
         swaps = torch.zeros(R, dtype=torch.long)
         searches = torch.zeros(R, dtype=torch.long)
         active = torch.ones(R, dtype=torch.uint8)
@@ -303,7 +304,7 @@ class _CompiledSearch:
             self._call_refine(wc, c, kc, loss, R, n, float(rtol), swaps, searches, active, state)
             it += n
             if resync_every and it % resync_every == 0:  # exactly as refine_batch re-derives c
-                resync_rows(wc, kc, G, c, loss, active.nonzero()[:, 0])
+                resync_rows(wc, kc, G, c, loss, active.nonzero()[:, 0], residual=residual)
         if kc.data_ptr() != keep.data_ptr():
             keep.copy_(kc)
         return swaps, int(searches.max()) if R else 0

@@ -8,7 +8,13 @@ what to change.
 from __future__ import annotations
 
 from ..core.errors import InputError
-from ..core.patterns import PatternLike, RowSparsity, SparsityPattern, UnstructuredSparsity, parse_pattern
+from ..core.patterns import (
+    PatternLike,
+    RowSparsity,
+    SparsityPattern,
+    UnstructuredSparsity,
+    parse_pattern,
+)
 from ..core.validate import check_count
 from .warmstart import WARM_STARTS
 
@@ -34,13 +40,15 @@ def normalize_refit(refit: bool | str | None) -> str:
 
 
 def check_prune_options(
-    pattern: PatternLike, warm_start: str, refine: str = "swaps", refit: bool | str = False, max_iters: int = 100
+    pattern: PatternLike, warm_start: str, refine: str = "swaps", refit: bool | str = False, max_iters: int = 100,
+    refit_rounds: int = 1,
 ) -> str:
     """Raise :class:`InputError` for an unknown method or an invalid combination; returns the refit method's name.
 
     Valid: any warm start × ``refine`` in ``("swaps", "dsnot", "none")`` × ``refit`` in ``(False, "lstsq")``,
     except DSnoT under an unstructured budget; ``refit="sparsegpt"`` only as the SparseGPT baseline
-    (``warm_start="sparsegpt"``, ``refine="none"``, an N:M or unstructured pattern).
+    (``warm_start="sparsegpt"``, ``refine="none"``, an N:M or unstructured pattern); ``refit_rounds > 1`` (swaps
+    and refits alternated) only with ``refine="swaps"``, ``refit="lstsq"`` and a per-row or N:M pattern.
     """
     pattern = parse_pattern(pattern)
     if warm_start not in WARM_START_METHODS:
@@ -56,6 +64,11 @@ def check_prune_options(
                          f"'{pattern.sparsity:g}'")
     if refit == "sparsegpt":
         _check_sparsegpt_baseline(pattern, warm_start, refine)
+    check_count(refit_rounds, "refit_rounds", minimum=1)
+    if refit_rounds > 1 and (refine != "swaps" or refit != "lstsq" or isinstance(pattern, UnstructuredSparsity)):
+        raise InputError(f"refit_rounds={refit_rounds} alternates 1-swap refinement and the least-squares refit: it "
+                         f"needs refine='swaps', refit='lstsq' and a per-row or N:M pattern (got refine={refine!r}, "
+                         f"refit={refit!r}, pattern {pattern})")
     return refit
 
 

@@ -30,10 +30,18 @@ import torch
 
 from ..core.errors import InputError
 from ..core.loss import layer_loss, relative_reduction
-from ..core.patterns import NMSparsity, PatternLike, SparsityPattern, UnstructuredSparsity, parse_pattern
+from ..core.patterns import (
+    NMSparsity,
+    PatternLike,
+    SparsityPattern,
+    UnstructuredSparsity,
+    parse_pattern,
+)
 from ..core.selection import mask_from_scores, project_mask
 from ..core.validate import check_layer
 from ..refine.mask import refine_mask
+from ..refine.result import RefineResult
+from .alternation import swaps_between_refits
 from .dsnot import dsnot_refine, dsnot_skips
 from .options import REFIT_DAMPING, check_prune_options
 from .refit import refit_weights
@@ -109,6 +117,7 @@ def _keep_warm(W: torch.Tensor, G: torch.Tensor, start: _WarmStart, refine: str,
 def _refine_swaps(
     Ws: list[torch.Tensor], G: torch.Tensor, starts: list[_WarmStart], pattern: SparsityPattern,
     max_iters: int, backend: str, name: str, group: torch.distributed.ProcessGroup | None = None,
+    refit_rounds: int = 1,
 ) -> list[PruneResult]:
     if isinstance(pattern, UnstructuredSparsity):  # a budget per weight: the rows of two weights must not mix
         parts = [(W, s.mask, [W]) for W, s in zip(Ws, starts)]
@@ -118,6 +127,10 @@ def _refine_swaps(
     for W_all, start, members in parts:
         t0 = time.perf_counter()
         res = refine_mask(W_all, G, start, pattern, max_iters, backend=backend, name=name, group=group)
+        if refit_rounds > 1:  # swaps and refits alternated (methods/alternation.py); the caller refits last
+            mask, swaps, iters = swaps_between_refits(W_all, G, res, pattern, refit_rounds, max_iters, REFIT_DAMPING,
+                                                      backend=backend, name=name, group=group)
+            res = RefineResult(mask, res.loss_before, layer_loss(W_all, G, mask), swaps, iters, res.info)
         refine_seconds = time.perf_counter() - t0
         r0 = 0
         for W in members:
@@ -195,6 +208,7 @@ def prune_weights(
     names: Sequence[str] | None = None,
     dsnot_skip_layer: str = "mlp",
     group: torch.distributed.ProcessGroup | None = None,
+    refit_rounds: int = 1,
 ) -> list[PruneResult]:
     """Choose masks (and with a refit, new weights) for weights that read the same inputs.
 
@@ -219,10 +233,13 @@ def prune_weights(
         group: a ``torch.distributed`` process group to split the swap refinement's rows over its ranks (every
             rank calls this with the same arguments and gets the same result); see :func:`swappass.refine_mask`.
             Warm starts, DSnoT and refits run in full on every rank.
+        refit_rounds: with ``refine="swaps"`` and ``refit="lstsq"``: 1 (default) refines the mask, then refits;
+            R > 1 alternates refit and swaps R − 1 times more before the last refit
+            (:mod:`swappass.methods.alternation`).
 
     Returns one :class:`PruneResult` per weight, masks and weights on ``device``.
     """
-    refit = check_prune_options(pattern, warm_start, refine, refit, max_iters)
+    refit = check_prune_options(pattern, warm_start, refine, refit, max_iters, refit_rounds)
     if not weights:
         return []
     pattern = parse_pattern(pattern)
@@ -237,7 +254,7 @@ def prune_weights(
     starts = [_warm_start(W, Gd, pattern, warm_start, n_samples, n) for W, n in zip(Ws, names)]
 
     if refine == "swaps" and max_iters > 0:
-        results = _refine_swaps(Ws, Gd, starts, pattern, max_iters, backend, name, group)
+        results = _refine_swaps(Ws, Gd, starts, pattern, max_iters, backend, name, group, refit_rounds)
     elif refine == "dsnot":
         results = [_refine_dsnot(W, Gd, s, pattern, warm_start, statistics, n, dsnot_skip_layer)
                    for W, s, n in zip(Ws, starts, names)]

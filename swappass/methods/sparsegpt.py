@@ -36,7 +36,14 @@ import torch
 
 from ..core.errors import InputError
 from ..core.loss import layer_loss, reconstruction_loss
-from ..core.patterns import NMSparsity, PatternLike, RowSparsity, SparsityPattern, UnstructuredSparsity, parse_pattern
+from ..core.patterns import (
+    NMSparsity,
+    PatternLike,
+    RowSparsity,
+    SparsityPattern,
+    UnstructuredSparsity,
+    parse_pattern,
+)
 from ..core.selection import project_mask
 from ..core.validate import check_layer
 from ..core.workspace import work_dtype

@@ -19,7 +19,12 @@ from ..core.masks import PrunedWeight
 from ..core.patterns import NMSparsity, parse_pattern
 from ..core.version import __version__
 from .locate import GraphIndex, Location, locate_pruned_weights, user_view
-from .metadata import METADATA_PATTERN, METADATA_SPARSITY, METADATA_VERSION, read_sparsity_metadata
+from .metadata import (
+    METADATA_PATTERN,
+    METADATA_SPARSITY,
+    METADATA_VERSION,
+    read_sparsity_metadata,
+)
 
 __all__ = ["WeightAudit", "SparsityAudit", "audit_sparsity", "sparsity_metadata"]
 

@@ -45,11 +45,23 @@ from .adapter import (
 )
 from .audit import audit_sparsity, sparsity_metadata
 from .compact import compact_initializers
-from .files import EXTERNAL_MARGIN, PROTOBUF_LIMIT_BYTES, AtomicOutput, serialized_bytes, tensor_bytes
+from .files import (
+    EXTERNAL_MARGIN,
+    PROTOBUF_LIMIT_BYTES,
+    AtomicOutput,
+    serialized_bytes,
+    tensor_bytes,
+)
 from .metadata import set_metadata
 from .naming import rename_dims, restore_weight_names, strip_prefix
 from .report import ExportReport, megabytes
-from .verify import OutputCheck, VerificationError, compare_outputs, default_tolerances, second_inputs
+from .verify import (
+    OutputCheck,
+    VerificationError,
+    compare_outputs,
+    default_tolerances,
+    second_inputs,
+)
 
 __all__ = ["export_onnx"]
 

@@ -52,16 +52,18 @@ def refine_batch(
     max_iters: int,
     rtol: float,
     resync_every: int,
+    residual: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Refine the rows ``w`` (R, d) with mask ``keep`` (R, d, modified in place). Returns (swaps (R,), iters).
 
+    ``residual`` (R, d): the rows' error offset (:func:`swappass.core.rowtiles.row_errors`), None: mask only.
     A search with a ``refine_batch`` method (a kernel backend's fused loop, tested against this one) runs it.
     """
     fused = getattr(search, "refine_batch", None)
     if fused is not None:
-        return fused(w, keep, G, max_iters, rtol, resync_every)
+        return fused(w, keep, G, max_iters, rtol, resync_every, residual=residual)
     R = w.shape[0]
-    c, loss = row_errors(w, keep, G)
+    c, loss = row_errors(w, keep, G, residual=residual)
     swaps = torch.zeros(R, dtype=torch.long, device=w.device)
     active = torch.arange(R, device=w.device)
     it = 0
@@ -72,7 +74,7 @@ def refine_batch(
             break
         swaps[active] += 1
         if resync_every and it % resync_every == 0:
-            resync_rows(w, keep, G, c, loss, active)
+            resync_rows(w, keep, G, c, loss, active, residual=residual)
     return swaps, it
 
 
@@ -85,6 +87,7 @@ def refine_batch_device(
     rtol: float,
     resync_every: int,
     check_every: int = 8,
+    residual: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Same iteration as :func:`refine_batch`, kept on the device: no host synchronisation per iteration.
 
@@ -93,10 +96,10 @@ def refine_batch_device(
     """
     R = w.shape[0]
     rows = torch.arange(R, device=w.device)
-    c, loss = row_errors(w, keep, G)
     swaps = torch.zeros(R, dtype=torch.long, device=w.device)
     active = torch.ones(R, dtype=torch.bool, device=w.device)
     last = torch.zeros((), dtype=torch.long, device=w.device)
+    c, loss = row_errors(w, keep, G, residual=residual)
     for it in range(1, max_iters + 1):
         choice = search(w, c, keep, active=active)
         ok = active & (choice.delta < -rtol * loss)
@@ -110,7 +113,7 @@ def refine_batch_device(
         active = ok
         last = torch.where(ok.any(), it, last)
         if resync_every and it % resync_every == 0:
-            c, loss = row_errors(w, keep, G)
+            c, loss = row_errors(w, keep, G, residual=residual)
         if it % check_every == 0 and not bool(active.any()):
             break
     return swaps, min(max_iters, int(last) + 1) if max_iters else 0

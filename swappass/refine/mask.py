@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..core.errors import InputError
 from ..core.patterns import PatternLike, UnstructuredSparsity, parse_pattern
 from .result import RefineResult
 from .rows import refine_rows
@@ -27,6 +28,7 @@ def refine_mask(
     backend: str = "auto",
     name: str = "layer",
     group: torch.distributed.ProcessGroup | None = None,
+    target: torch.Tensor | None = None,
 ) -> RefineResult:
     """Refine a feasible ``mask`` of ``W`` (d_out × d_in) with exact best 1-swaps chosen from ``G`` (d_in × d_in).
 
@@ -49,16 +51,23 @@ def refine_mask(
             the whole result, bit for bit the single-process one (see :mod:`swappass.refine.distributed`).
             ``None`` (default): all rows in this process. Unstructured budgets are not split (every rank refines
             all).
+        target: the weights (d_out × d_in) whose outputs the layer should reproduce, when ``W`` holds other
+            values (e.g. refitted ones on the kept entries): the error minimised is then
+            ``(target − M ⊙ W)ᵀ G (target − M ⊙ W)`` per row, and a swap restores an entry at its value in W.
+            ``None`` (default): ``target = W``, the mask-only error. Per-row and N:M patterns only.
 
     Returns a :class:`RefineResult`; the mask is on W's device. Deterministic for fixed inputs and settings.
     """
     pattern = parse_pattern(pattern)
     if isinstance(pattern, UnstructuredSparsity):
+        if target is not None:
+            raise InputError(f"{name}: a target (refitted weights) is supported for per-row and N:M patterns, "
+                             f"not for the layer budget {pattern}")
         return refine_unstructured(
             W, G, mask, pattern, max_iters, rtol=rtol, resync_every=resync_every, device=device, dtype=dtype,
             backend=backend, name=name,
         )
     return refine_rows(
         W, G, mask, pattern, max_iters, rtol=rtol, resync_every=resync_every, batch_rows=batch_rows, device=device,
-        dtype=dtype, backend=backend, name=name, group=group,
+        dtype=dtype, backend=backend, name=name, group=group, target=target,
     )

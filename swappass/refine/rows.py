@@ -53,6 +53,7 @@ def refine_rows(
     backend: str = "auto",
     name: str = "layer",
     group: torch.distributed.ProcessGroup | None = None,
+    target: torch.Tensor | None = None,
 ) -> RefineResult:
     """Refine a feasible ``mask`` of ``W`` (d_out × d_in) under a per-row or N:M ``pattern``, row by row.
 
@@ -67,8 +68,11 @@ def refine_rows(
     # with a group, a failure on any rank (bad input, out of memory) makes every rank raise instead of waiting
     plan = prepare() if group is None else distributed.run_agreed(prepare, group, what=f"{name}: preparing")
 
+    residual = None if target is None else _residual(W, target, plan.Gw, name)
+
     def work(r0: int, r1: int) -> tuple[list[torch.Tensor], int]:
-        return _refine_slice(W, plan, mask, r0, r1, max_iters, resync_every)
+        part = None if residual is None else residual[r0:r1]
+        return _refine_slice(W, plan, mask, r0, r1, max_iters, resync_every, part)
 
     dev, d_out = plan.Gw.device, W.shape[0]
     info = {"backend": plan.backend, "dtype": str(plan.Gw.dtype).replace("torch.", ""),
@@ -120,8 +124,19 @@ def _prepare(
     return _Plan(setup.G, setup.rtol, backend, search, tile, rows_per_batch)
 
 
+def _residual(W: torch.Tensor, target: torch.Tensor, Gw: torch.Tensor, name: str) -> torch.Tensor:
+    """``target − W`` on the work device and dtype (checked: the shape of W, finite)."""
+    if not isinstance(target, torch.Tensor) or tuple(target.shape) != tuple(W.shape):
+        shape = tuple(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__
+        raise InputError(f"{name}: target must have W's shape {tuple(W.shape)}, got {shape}")
+    if not bool(torch.isfinite(target).all()):
+        raise InputError(f"{name}: target has a non-finite value")
+    return target.to(device=Gw.device, dtype=Gw.dtype) - W.to(device=Gw.device, dtype=Gw.dtype)
+
+
 def _refine_slice(
-    W: torch.Tensor, plan: _Plan, mask: torch.Tensor, r0: int, r1: int, max_iters: int, resync_every: int
+    W: torch.Tensor, plan: _Plan, mask: torch.Tensor, r0: int, r1: int, max_iters: int, resync_every: int,
+    residual: torch.Tensor | None = None,
 ) -> tuple[list[torch.Tensor], int]:
     """Refine rows ``r0:r1`` of ``W`` (``r0`` on a row tile) in batches of ``plan.rows_per_batch`` rows.
 
@@ -138,9 +153,10 @@ def _refine_slice(
     for b0 in range(0, r1 - r0, plan.rows_per_batch):
         b1 = min(r1 - r0, b0 + plan.rows_per_batch)
         keep = out_mask[b0:b1].clone()
-        s, it = loop(w_all[b0:b1], keep, Gw, plan.search, max_iters, plan.rtol, resync_every)
+        part = None if residual is None else residual[b0:b1]
+        s, it = loop(w_all[b0:b1], keep, Gw, plan.search, max_iters, plan.rtol, resync_every, residual=part)
         out_mask[b0:b1], swaps[b0:b1] = keep, s
         iters = max(iters, it)
-    loss_before = row_errors(w_all, warm, Gw)[1]
-    loss_after = row_errors(w_all, out_mask, Gw)[1]
+    loss_before = row_errors(w_all, warm, Gw, residual=residual)[1]
+    loss_after = row_errors(w_all, out_mask, Gw, residual=residual)[1]
     return [out_mask, swaps, loss_before, loss_after], iters

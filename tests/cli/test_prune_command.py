@@ -462,3 +462,15 @@ def test_gram_tf32_flag_is_recorded(tiny, tmp_path):
                  "--gram-tf32") == 0
     record = json.loads((tmp_path / RUN_FILE).read_text())
     assert record["recipe"]["gram_tf32"] is True and record["report"]["settings"]["gram_tf32"] is True
+
+
+def test_calibration_order_reaches_the_pass_and_the_recipe(tiny, tmp_path, capsys):
+    model_dir, text = tiny
+    out = tmp_path / "out"
+    assert prune(model_dir, "--out", out, "--calib", text, *SMALL, "--calibration-order", "block") == 0
+    record = json.loads((out / RUN_FILE).read_text())
+    assert record["recipe"]["calibration_order"] == "block"
+    assert record["report"]["settings"]["calibration_order"] == "block" and record["report"]["settings"]["levels"] == 2
+    capsys.readouterr()
+    assert prune(model_dir, "--out", out, "--calib", text, *SMALL) == cli.EXIT_BAD_INPUT  # the default is "level"
+    assert "calibration_order: 'level' here, 'block' there" in capsys.readouterr().err

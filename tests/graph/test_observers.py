@@ -79,3 +79,43 @@ def test_sequential_gram_reflects_the_pruned_upstream_sites(arch):
     for row in report.pruned:
         same = torch.allclose(store[row.group], dense[row.name], rtol=1e-6, atol=0)
         assert same == (row.level == 0), (row.name, row.level)  # downstream of a pruned site, G changed
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "bert"])
+def test_block_order_calibrates_each_block_dense_on_the_pruned_blocks_before_it(arch):
+    """Wanda's order: a site's G is that of a model whose earlier blocks are pruned and whose own block is dense."""
+    items = calib(3)
+    model, report, store = run_pass(arch, items, sequential="block")
+    levels = 2 + (arch == "bert")  # 2 transformer blocks; BERT's pooler is a block of its own
+    assert report.settings["calibration_order"] == "block" and report.settings["levels"] == levels
+    pruned = dict(model.named_parameters())
+    for block in range(levels):
+        reference = build(arch)  # dense, the same initial weights
+        with torch.no_grad():
+            params = dict(reference.named_parameters())
+            for row in report.pruned:
+                if row.level < block:
+                    params[row.param].copy_(pruned[row.param])
+        grams = hook_grams(reference, items)
+        rows = [r for r in report.pruned if r.level == block]
+        assert rows
+        for row in rows:
+            ref = grams[row.name]
+            torch.testing.assert_close(store[row.group], ref, rtol=1e-9, atol=1e-9 * float(ref.abs().max()),
+                                       msg=row.name)
+
+
+def test_block_order_differs_from_level_order_inside_a_block_only():
+    items = calib(3)
+    _, level_report, level_store = run_pass("llama", items, sequential="level")
+    _, block_report, block_store = run_pass("llama", items, sequential="block")
+    for row in block_report.pruned:
+        same = torch.allclose(block_store[row.group], level_store[level_report[row.name].group], rtol=1e-9, atol=0)
+        first_in_block = row.name.endswith(("q_proj", "k_proj", "v_proj"))
+        first = first_in_block and row.level == 0
+        assert same == first or (first_in_block and not first), row.name  # block 0's q/k/v see the same inputs
+
+
+def test_unknown_calibration_order_is_named():
+    with pytest.raises(sp.InputError, match="unknown calibration order 'blocks'.*'level'.*'block'.*'none'"):
+        sp.sparsify(build("llama"), calib(1), sequential="blocks", progress=False)

@@ -379,3 +379,24 @@ def test_gram_tf32_option_reaches_every_observer_and_the_report():
     assert not any(obs.accumulator.tf32 for obs in sp.prepare(build("llama"), calib(1)[0]).observers.values())
     _, report = sp.sparsify(build("llama"), calib(1), pattern="0.5", max_iters=1, gram_tf32=True, progress=False)
     assert report.settings["gram_tf32"] is True
+
+
+@pytest.mark.parametrize("order", ["level", "block"])
+def test_resume_after_an_interrupt_gives_the_uninterrupted_result(order):
+    items = calib(3)
+    straight, _ = sp.sparsify(build("llama"), items, pattern="0.5", max_iters=3, sequential=order, progress=False)
+    states = []
+
+    def interrupt_after_the_first_level(state):
+        states.append(state)
+        if len(states) == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sp.sparsify(build("llama"), items, pattern="0.5", max_iters=3, sequential=order, progress=False,
+                    checkpoint=interrupt_after_the_first_level)
+    resumed, report = sp.sparsify(build("llama"), items, pattern="0.5", max_iters=3, sequential=order,
+                                  progress=False, resume=states)
+    a, b = dict(straight.named_parameters()), dict(resumed.named_parameters())
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert report.settings["calibration_order"] == order

@@ -224,3 +224,42 @@ def test_bad_inputs_raise_clear_errors():
         sp.refine_mask(W, G, mask, "0.5", max_iters=-1)
     with pytest.raises(ValueError, match="unknown or unavailable refinement backend"):
         sp.refine_mask(W, G, mask, "0.5", backend="fpga")
+
+
+def _target_error(W, V, G, mask):
+    E = W - V * mask
+    return torch.einsum("ri,ij,rj->r", E, G, E)
+
+
+@pytest.mark.parametrize("pattern", ["0.5", "2:4"])
+def test_a_target_refines_other_values_against_the_original_weights(pattern):
+    """With refitted values V on the kept entries, the swaps minimise ‖(W − M⊙V) X‖² and end 1-swap optimal."""
+    W, G = make_layer(12, 16, 4)
+    mask = sp.warm_start(W, G, pattern, "wanda")
+    V = torch.where(mask, W + 0.3 * torch.randn(W.shape, dtype=W.dtype, generator=torch.Generator().manual_seed(5)),
+                    W)
+    results = {b: sp.refine_mask(V, G, mask, pattern, target=W, backend=b) for b in ("torch", "cpu")}
+    res = results["torch"]
+    assert torch.equal(res.mask, results["cpu"].mask) and torch.equal(res.swaps, results["cpu"].swaps)
+    torch.testing.assert_close(res.loss_before, _target_error(W, V, G, mask))
+    torch.testing.assert_close(res.loss_after, _target_error(W, V, G, res.mask))
+    assert bool((res.loss_after <= res.loss_before * (1 + 1e-12)).all()) and int(res.swaps.sum()) > 0
+    parse_pattern(pattern).check_mask(res.mask)
+    m = parse_pattern(pattern).m if ":" in pattern else None
+    for r in range(W.shape[0]):  # no single swap improves any row any more
+        keep = res.mask[r]
+        base = float(_target_error(W[r:r + 1], V[r:r + 1], G, keep[None])[0])
+        for u in keep.nonzero().flatten().tolist():
+            for p in (~keep).nonzero().flatten().tolist():
+                if m and u // m != p // m:
+                    continue
+                trial = keep.clone()
+                trial[u], trial[p] = False, True
+                assert float(_target_error(W[r:r + 1], V[r:r + 1], G, trial[None])[0]) >= base * (1 - 1e-9)
+
+
+def test_without_a_target_the_result_is_the_mask_only_one():
+    W, G = make_layer(8, 16, 6)
+    mask = sp.warm_start(W, G, "0.5", "wanda")
+    plain, same = sp.refine_mask(W, G, mask, "0.5"), sp.refine_mask(W, G, mask, "0.5", target=W.clone())
+    assert torch.equal(plain.mask, same.mask) and torch.equal(plain.loss_after, same.loss_after)
