@@ -10,6 +10,10 @@
 #   stage "gram":    the Gram tests, the pass at 32 blocks with exact and TF32 Gram products carry: .payload_a
 #   stage "more":    continue the quality tables (rows already done are skipped)            carry: nothing
 #   stage "stash":   nothing but keeping the pieces carried in /tmp for the next call      carry: .payload_a
+#   stage "kernels": CUDA tests, the bound-pruned loop against the dense loop on one 8B-shaped block, and the 2:4
+#                    semi-structured matmul against dense (cuSPARSELt, CUTLASS)               carry: .payload_a
+#   stage "pass":    the whole pass at 8B shapes, 8 blocks x 100 iterations (bound-pruned), and 2 blocks with the
+#                    dense loop (SWAPPASS_GPU_BOUND=0) as the baseline of the same run       carry: .payload_b
 #   stage "finish":  the quality rows still missing in .payload_b/quality/results.jsonl, then one finished row
 #                    again in a fresh directory (the dense model and 60% Wanda + SparseSwaps) as a cross-check
 #                    of the machine                                                          carry: .payload_b
@@ -42,6 +46,25 @@ quality() {  # quality DIR TIMEOUT TABLES...: bench_quality.py into DIR; its rec
   done
 }
 case "$stage" in
+kernels)
+  nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,driver_version --format=csv,noheader
+  python3 -c 'import torch, triton, transformers; print(torch.__version__, triton.__version__, transformers.__version__)'
+  timeout 240 python3 -m pytest -q -rfE --tb=short -p no:cacheprovider -m "not slow" tests/kernels/test_triton_kernels.py \
+      tests/refine/test_refine_mask.py tests/core/test_gram.py tests/kernels/test_unstructured_kernels.py 2>&1 \
+      | tee "$OUT/pytest.txt" | tail -15
+  timeout 200 python3 tools/bench_bounded_gpu.py --device cuda --iters 20 --json "$OUT/bounded.json" 2>&1 \
+      | tee "$OUT/bounded.txt" | tail -8
+  timeout 100 python3 tools/bench_semistructured.py --json "$OUT/semistructured.json" 2>&1 \
+      | tee "$OUT/semistructured.txt" | tail -60
+  ls -l /tmp/sw
+  ;;
+pass)
+  timeout 360 python3 tools/bench_pass.py --device cuda --layers 8 --iters 100 --json "$OUT/pass_l8_bounded.json" \
+      2>&1 | grep -v "^model\." | tee "$OUT/pass_bounded.txt" | tail -14
+  SWAPPASS_GPU_BOUND=0 timeout 150 python3 tools/bench_pass.py --device cuda --layers 2 --iters 100 \
+      --json "$OUT/pass_l2_dense.json" 2>&1 | grep -v "^model\." | tee "$OUT/pass_dense.txt" | tail -14
+  ls -l /tmp/sw
+  ;;
 stash)
   ls -l /tmp/sw
   ;;

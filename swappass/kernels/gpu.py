@@ -1,12 +1,16 @@
 """The CUDA backends' factories: Gluon (register-tiled) and Triton searches, and when each can run.
 
-Both kernels modules import Triton at module level, so they are imported only when a search is made.
+The kernel modules import Triton at module level, so they are imported only when a search is made. For per-row
+patterns in float32 the search also carries the bound-pruned refinement loop (:mod:`swappass.kernels.gpu_bounded`:
+the same swaps, fewer pairs scored); ``SWAPPASS_GPU_BOUND=0`` turns it off (the dense device loop).
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
-from ..core.patterns import NMSparsity, SparsityPattern
+from ..core.patterns import NMSparsity, RowSparsity, SparsityPattern
 from .torch_search import SearchFn, nm_diag_blocks
 
 __all__ = ["triton_available", "gluon_available", "make_triton_search", "make_gluon_search"]
@@ -56,6 +60,11 @@ def _make_gpu_search(pattern: SparsityPattern, G: torch.Tensor, use_gluon: bool)
             return triton_search.row_search(w, c, keep, Gf, gdiag, active=active)
 
     search.supports_active = True  # the device-side refinement loop may pass an `active` row flag
+    bounded = os.environ.get("SWAPPASS_GPU_BOUND", "1") != "0"
+    if bounded and isinstance(pattern, RowSparsity) and G.dtype == torch.float32:
+        from .gpu_bounded import BoundedRowLoop
+
+        search.refine_batch = BoundedRowLoop(Gf).refine_batch  # the same swaps, bound-pruned (gpu_bounded.py)
     return search
 
 

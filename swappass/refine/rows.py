@@ -149,7 +149,8 @@ def _refine_slice(
     out_mask = warm.clone()
     swaps = torch.zeros(r1 - r0, dtype=torch.long, device=Gw.device)
     iters = 0
-    loop = refine_batch_device if getattr(plan.search, "supports_active", False) else refine_batch
+    fused = getattr(plan.search, "refine_batch", None) is not None  # a backend's own loop (refine_batch runs it)
+    loop = refine_batch_device if getattr(plan.search, "supports_active", False) and not fused else refine_batch
     for b0 in range(0, r1 - r0, plan.rows_per_batch):
         b1 = min(r1 - r0, b0 + plan.rows_per_batch)
         keep = out_mask[b0:b1].clone()

@@ -128,3 +128,54 @@ def test_refine_mask_cuda_backends_equal_torch(pattern):
         got = sp.refine_mask(w, G, mask, pattern, max_iters=30, backend=backend)
         assert torch.equal(got.mask, ref.mask), backend
         assert torch.equal(got.swaps, ref.swaps) and got.iters == ref.iters, backend
+
+
+def _dense_device_search(G):
+    """The dense GPU search of the auto backend (Gluon on an NVIDIA GPU, the Triton kernel under the interpreter)."""
+    from swappass.kernels.gpu import gluon_available, make_gluon_search, make_triton_search
+
+    make = make_gluon_search if gluon_available(torch.device(DEVICE)) else make_triton_search
+    return make(parse_pattern("0.6"), G)
+
+
+@pytest.mark.parametrize("R, d, pattern, iters, resync, seed", [
+    (12, 32, "0.6", 40, 16, 3), (20, 48, "0.5", 60, 7, 4), (9, 40, "0.75", 25, 0, 5), (33, 64, "0.6", 30, 4, 6),
+])
+def test_bounded_gpu_loop_takes_the_dense_loops_swaps(R, d, pattern, iters, resync, seed):
+    """Bit for bit the dense device loop's masks, swaps and iterations, with fewer pairs scored."""
+    import swappass as sp
+    from swappass.kernels.gpu_bounded import BoundedRowLoop
+    from swappass.refine.loop import refine_batch, refine_batch_device
+
+    w, _, _, G = problem(R, d, pattern, seed=seed)
+    w, G = w.float(), G.float()
+    mask = sp.warm_start(w, G, pattern, "wanda")
+    search = _dense_device_search(G)
+    k_dense, k_bound = mask.clone(), mask.clone()
+    s_dense, it_dense = refine_batch_device(w, k_dense, G, search, iters, 1e-6, resync)
+    loop = BoundedRowLoop(G)
+    s_bound, it_bound = refine_batch(w, k_bound, G, type("S", (), {"refine_batch": loop.refine_batch})(), iters,
+                                     1e-6, resync)
+    assert torch.equal(k_bound, k_dense) and torch.equal(s_bound, s_dense) and it_bound == it_dense
+    assert int(s_dense.sum()) > 0
+    assert sum(loop.scored) < sum(loop.kept)  # pairs skipped, not merely reordered
+
+
+def test_bounded_gpu_loop_with_ties_and_a_residual():
+    """Every pair ties (lowest u, then p wins) and a residual (refitted values against a target) is honoured."""
+    from swappass.kernels.gpu_bounded import BoundedRowLoop
+    from swappass.refine.loop import refine_batch, refine_batch_device
+
+    d = 16
+    G = torch.eye(d, device=DEVICE) + 0.25
+    w = torch.ones(6, d, device=DEVICE)
+    keep = torch.zeros(6, d, dtype=torch.bool, device=DEVICE)
+    keep[:, 1::2] = True
+    residual = torch.zeros_like(w)
+    residual[3:, :4] = 0.5
+    for res in (None, residual):
+        k_dense, k_bound = keep.clone(), keep.clone()
+        s_dense, it_dense = refine_batch_device(w, k_dense, G, _dense_device_search(G), 10, 1e-6, 4, residual=res)
+        fused = type("S", (), {"refine_batch": BoundedRowLoop(G).refine_batch})()
+        s_bound, it_bound = refine_batch(w, k_bound, G, fused, 10, 1e-6, 4, residual=res)
+        assert torch.equal(k_bound, k_dense) and torch.equal(s_bound, s_dense) and it_bound == it_dense
