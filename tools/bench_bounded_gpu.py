@@ -88,7 +88,7 @@ def main() -> None:
         same = bool(torch.equal(k_dense, k_bound) and torch.equal(s_dense, s_bound) and it_dense == it_bound)
         frac = sum(loop.scored) / max(1, sum(loop.kept))
         row = {"group": group, "shape": list(W.shape), "dense_s": t_dense, "bounded_s": t_bound,
-               "speedup": t_dense / t_bound, "scored_fraction": frac, "same": same, "swaps": int(s_dense.sum()),
+               "speedup": t_dense / t_bound, "scored_fraction": frac, "same": same, "refreshes": loop.refreshes, "swaps": int(s_dense.sum()),
                "scored_fraction_by_iteration": [round(s / max(1, k), 4) for s, k in zip(loop.scored, loop.kept)]}
         rows.append(row)
         print(f"{group:10s} {W.shape[0]:6d}×{W.shape[1]:<6d} dense {t_dense:8.3f} s  bounded {t_bound:8.3f} s  "

@@ -4,8 +4,9 @@ The score of pruning kept ``u`` and restoring pruned ``p`` in a row is ``a_u + b
 ``t_up = (G_up · (−2 w_u)) · w_p`` (:mod:`swappass.kernels.torch_search`). ``t`` depends on W and G alone, so per
 row and kept ``u`` the loop keeps ``μ_u ≤ min_{p ∈ P} t_up``, a lower bound that stays valid as the mask changes:
 when ``u*`` is pruned it joins P and ``μ_u ← min(μ_u, t_{u,u*})``; when ``p*`` is restored it leaves P, which can
-only raise the true minimum (the old ``μ_u`` stays a bound; a full recomputation every ``resync_every`` iterations
-tightens it again); the restored ``p*`` gets a fresh ``μ``. Then ``lb_u = a_u + min_p b_p + μ_u`` (less a tiny
+only raise the true minimum (the old ``μ_u`` stays a bound; a full recomputation tightens it again when the share of
+pairs scored has grown well above what it was after the last one: :data:`REFRESH_GROWTH`); the restored ``p*`` gets
+a fresh ``μ``. Then ``lb_u = a_u + min_p b_p + μ_u`` (less a tiny
 relative slack that covers rounding) bounds every score of ``u``, and only the kept ``u`` with
 ``lb_u ≤ ub`` are scored exactly, where ``ub`` is the exact score of the ``u`` with the smallest bound.
 
@@ -24,9 +25,13 @@ import triton.language as tl
 from ..core.rowtiles import row_errors
 from .torch_search import swap_terms
 
-__all__ = ["BoundedRowLoop", "bound_minima", "score_candidates", "BOUND_SLACK"]
+__all__ = ["BoundedRowLoop", "bound_minima", "score_candidates", "BOUND_SLACK", "REFRESH_GROWTH", "REFRESH_FLOOR"]
 
 BOUND_SLACK = 1e-5  # relative: far above fp32 rounding of a few operations, far below the gaps that matter
+# Recompute the minima (a dense pass) once the share of kept pairs scored exceeds this many times its value right
+# after the last computation and REFRESH_FLOOR: the bounds loosen slowly, and a recomputation costs about one
+# dense search.
+REFRESH_GROWTH, REFRESH_FLOOR = 4.0, 0.02
 INF = tl.constexpr(float("inf"))
 
 
@@ -119,7 +124,8 @@ class BoundedRowLoop:
 
     ``refine_batch(w, keep, G, max_iters, rtol, resync_every)`` has the contract of
     :func:`swappass.refine.loop.refine_batch`; ``scored`` then holds the (row, u) pairs scored exactly per
-    iteration, ``kept`` the kept entries per iteration (their ratio: the work left).
+    iteration, ``kept`` the kept entries per iteration (their ratio: the work left), ``refreshes`` the
+    recomputations of the minima after the first.
     """
 
     def __init__(self, G: torch.Tensor) -> None:
@@ -127,6 +133,7 @@ class BoundedRowLoop:
         self.gdiag = self.G.diagonal().contiguous()
         self.scored: list[int] = []
         self.kept: list[int] = []
+        self.refreshes = 0
 
     def _best(self, w, keep, a, b, mu, active) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per row: the best score and its (u, p) over kept × pruned pairs, +inf for inactive rows."""
@@ -174,6 +181,7 @@ class BoundedRowLoop:
         active = torch.ones(R, dtype=torch.bool, device=w.device)
         mu = bound_minima(w, keep, self.G) if max_iters else None
         rows_all = torch.arange(R, device=w.device)
+        base = None  # the share of pairs scored just after the minima were computed
         it = 0
         while it < max_iters and bool(active.any()):
             it += 1
@@ -193,5 +201,9 @@ class BoundedRowLoop:
             active = ok
             if resync_every and it % resync_every == 0 and bool(active.any()):
                 c, loss = row_errors(w, keep, G, residual=residual)
-                mu = bound_minima(w, keep, self.G)
+            share = self.scored[-1] / max(1, self.kept[-1])
+            base = share if base is None else base
+            if share > max(REFRESH_FLOOR, REFRESH_GROWTH * base) and bool(active.any()):
+                mu, base = bound_minima(w, keep, self.G), None
+                self.refreshes += 1
         return swaps, it
