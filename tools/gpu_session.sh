@@ -14,6 +14,8 @@
 #                    semi-structured matmul against dense (cuSPARSELt, CUTLASS)               carry: .payload_a
 #   stage "pass":    the whole pass at 8B shapes, 8 blocks x 100 iterations (bound-pruned), and 2 blocks with the
 #                    dense loop (SWAPPASS_GPU_BOUND=0) as the baseline of the same run       carry: .payload_b
+#   stage "final_a": bound-pruned CUDA tests, bench_bounded_gpu, the pass 8 blocks bounded + 2 dense  carry: .payload_a
+#   stage "final_b": SmolLM2's real pass on the GPU, dense loop vs bound-pruned (right after final_a) carry: .payload_b
 #   stage "finish":  the quality rows still missing in .payload_b/quality/results.jsonl, then one finished row
 #                    again in a fresh directory (the dense model and 60% Wanda + SparseSwaps) as a cross-check
 #                    of the machine                                                          carry: .payload_b
@@ -64,6 +66,22 @@ pass)
   SWAPPASS_GPU_BOUND=0 timeout 150 python3 tools/bench_pass.py --device cuda --layers 2 --iters 100 \
       --json "$OUT/pass_l2_dense.json" 2>&1 | grep -v "^model\." | tee "$OUT/pass_dense.txt" | tail -14
   ls -l /tmp/sw
+  ;;
+final_a)  # carry .payload_a: the bound-pruned loop's CUDA tests, one block side by side, the pass 8 + 2 blocks
+  nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,driver_version --format=csv,noheader
+  timeout 90 python3 -m pytest -q -rfE --tb=short -p no:cacheprovider -m "not slow" -k "bound" \
+      tests/kernels/test_triton_kernels.py 2>&1 | tee "$OUT/pytest_bounded.txt" | tail -5
+  timeout 120 python3 tools/bench_bounded_gpu.py --device cuda --iters 20 --json "$OUT/bounded.json" 2>&1 \
+      | tee "$OUT/bounded.txt" | tail -8
+  timeout 240 python3 tools/bench_pass.py --device cuda --layers 8 --iters 100 --json "$OUT/pass_l8_bounded.json" \
+      2>&1 | grep -v "^model\." | tee "$OUT/pass_bounded.txt" | tail -14
+  SWAPPASS_GPU_BOUND=0 timeout 110 python3 tools/bench_pass.py --device cuda --layers 2 --iters 100 \
+      --json "$OUT/pass_l2_dense.json" 2>&1 | grep -v "^model\." | tee "$OUT/pass_dense.txt" | tail -14
+  ls -l /tmp/sw
+  ;;
+final_b)  # carry .payload_b right after final_a: SmolLM2's real pass, dense device loop vs bound-pruned
+  need_model
+  timeout 500 python3 tools/bench_bounded_smollm2.py 2>&1 | grep -v Warning | tee "$OUT/smollm2_bounded.txt" | tail -8
   ;;
 stash)
   ls -l /tmp/sw
