@@ -87,8 +87,9 @@ def normalize_call(model: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, 
 
 
 def _hf_takes_use_cache(model: nn.Module) -> bool:
-    config = getattr(model, "config", None)
-    if config is None or not hasattr(config, "use_cache"):
+    """Whether ``model`` is a Hugging Face model (it has a ``config``) whose forward takes ``use_cache``; composite
+    configs (vision-language, encoder-decoder) keep ``use_cache`` in a sub-config, so the signature decides."""
+    if getattr(model, "config", None) is None:
         return False
     try:
         return "use_cache" in inspect.signature(model.forward).parameters
