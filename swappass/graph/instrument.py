@@ -5,7 +5,7 @@ from typing import Mapping, MutableMapping, Sequence
 
 import torch.fx as fx
 
-from .observers import ObserverFactory, SiteObserver
+from .observers import ExpertDispatch, ObserverFactory, SiteObserver
 from .sites import GramGroup, Site, gram_groups
 from .stages import StagePlan, assign_levels, plan_stages
 from .tracing import CapturedGraph
@@ -20,7 +20,9 @@ class InstrumentedGraph:
 
     Observers are shared through ``observers`` (group key -> module), so graphs captured for several input
     shapes accumulate into the same statistics. ``sequential`` decides whether groups get dependency levels
-    (:func:`swappass.graph.stages.assign_levels`) or all sit at level 0 (one-shot calibration).
+    (:func:`swappass.graph.stages.assign_levels`) or all sit at level 0 (one-shot calibration). The experts of
+    one fused matmul share one :class:`~swappass.graph.observers.ExpertDispatch` node, which feeds each expert's
+    own observer.
     """
 
     def __init__(
@@ -38,7 +40,7 @@ class InstrumentedGraph:
         if sequential:
             levels = assign_levels(
                 captured.graph_module.graph,
-                {g.key: g.inputs for g in self.groups},
+                {g.key: g.inputs + g.routes for g in self.groups},
                 {g.key: [op for s in g.sites for op in s.ops] for g in self.groups},
             )
             for g in self.groups:
@@ -58,14 +60,16 @@ class InstrumentedGraph:
     def _insert_observers(self, observers: MutableMapping[str, SiteObserver], factory: ObserverFactory) -> None:
         gm = self.graph_module
         graph = gm.graph
-        last_placeholder = None
-        for node in graph.nodes:
-            if node.op == "placeholder":
-                last_placeholder = node
+        position = {n: i for i, n in enumerate(graph.nodes)}
+        last_placeholder = max((n for n in graph.nodes if n.op == "placeholder"), key=position.get, default=None)
+        routed: dict[tuple, list[GramGroup]] = {}
         for i, group in enumerate(self.groups):
             obs = observers.get(group.key)
             if obs is None:
                 obs = observers[group.key] = factory(group.key, group.d_in)
+            if group.expert is not None:
+                routed.setdefault((tuple(group.inputs), tuple(group.routes), group.layout), []).append(group)
+                continue
             target = f"{OBSERVER_PREFIX}{i}"
             gm.add_submodule(target, obs)
             nodes = []
@@ -74,6 +78,19 @@ class InstrumentedGraph:
                 with graph.inserting_after(anchor):
                     nodes.append(graph.call_module(target, (x,)))
             self.observer_nodes[group.key] = nodes
+        for j, ((inputs, routes, layout), groups) in enumerate(routed.items()):
+            slots: list[SiteObserver | None] = [None] * int(groups[0].num_experts)
+            for g in groups:
+                slots[g.expert] = observers[g.key]
+            target = f"{OBSERVER_PREFIX}experts_{j}"
+            gm.add_submodule(target, ExpertDispatch(groups[0].sites[0].param_name, slots, layout))
+            nodes = []
+            for x, route in zip(inputs, routes):
+                anchor = max((x, route), key=position.get)
+                with graph.inserting_after(last_placeholder if anchor.op == "placeholder" else anchor):
+                    nodes.append(graph.call_module(target, (x, route)))
+            for g in groups:
+                self.observer_nodes[g.key] = nodes
         gm.recompile()
 
     def plan(self) -> StagePlan:
@@ -89,9 +106,8 @@ class InstrumentedGraph:
     def remove_observers(self) -> None:
         """Erase the observer nodes and modules: the graph computes the model again, nothing else."""
         gm = self.graph_module
-        for nodes in self.observer_nodes.values():
-            for n in nodes:
-                gm.graph.erase_node(n)
+        for n in dict.fromkeys(n for nodes in self.observer_nodes.values() for n in nodes):
+            gm.graph.erase_node(n)
         for name in [n for n, _ in gm.named_children() if n.startswith(OBSERVER_PREFIX)]:
             delattr(gm, name)
         self.observer_nodes.clear()

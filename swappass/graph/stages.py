@@ -40,17 +40,21 @@ def assign_levels(
     """Level of every group: ``{group key: level}``.
 
     Args:
-        site_inputs: group key -> the graph values the group's observer reads.
-        site_ops: group key -> the Linear nodes of the group's (active) sites.
+        site_inputs: group key -> the graph values the group's observer reads (for expert groups also the
+            routing tensor: the experts of a block come after a pruned router).
+        site_ops: group key -> the Linear nodes of the group's (active) sites; one node may belong to several
+            groups (the experts of one fused matmul).
     """
-    op_group = {op: key for key, ops in site_ops.items() for op in ops}
+    op_groups: dict[fx.Node, list[str]] = {}
+    for key, ops in site_ops.items():
+        for op in dict.fromkeys(ops):
+            op_groups.setdefault(op, []).append(key)
     inputs_of = {key: list(nodes) for key, nodes in site_inputs.items()}
     depth: dict[fx.Node, int] = {}  # highest level of an active site at or upstream of the node; -1: none
     level: dict[str, int] = {}
     for node in graph.nodes:
         d = max((depth[a] for a in node.all_input_nodes), default=-1)
-        key = op_group.get(node)
-        if key is not None:
+        for key in op_groups.get(node, ()):
             if key not in level:
                 pending = [x for x in inputs_of[key] if x not in depth]
                 if pending:

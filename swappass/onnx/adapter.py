@@ -7,8 +7,9 @@ dict outputs.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -29,6 +30,7 @@ __all__ = [
     "hf_call_kwargs",
     "max_positions",
     "max_sizes",
+    "exportable_experts",
 ]
 
 ExampleInputs = Any  # torch.Tensor | tuple[torch.Tensor, ...] | Mapping[str, torch.Tensor] (e.g. BatchEncoding)
@@ -191,3 +193,25 @@ def max_sizes(model: nn.Module, hf: bool) -> dict[str, int]:
     """Upper bounds of named axes: a Hugging Face model's ``sequence`` is at most its position count."""
     limit = max_positions(model) if hf else None
     return {"sequence": int(limit)} if limit else {}
+
+
+EXPORTABLE_EXPERTS = "batched_mm"
+
+
+@contextlib.contextmanager
+def exportable_experts(model: nn.Module) -> Iterator[None]:
+    """Within the block, a Hugging Face mixture-of-experts model computes its experts as batched matmuls over
+    gathered weights (``experts_implementation="batched_mm"``: ``Gather`` + ``MatMul`` in ONNX, the same function):
+    transformers' default grouped matmul has no ONNX translation and its ``eager`` loop cannot be captured.
+    Other models are untouched; the model's own setting is restored afterwards."""
+    get = getattr(model, "get_experts_implementation", None)
+    put = getattr(model, "set_experts_implementation", None)
+    before = get() if callable(get) and callable(put) else None
+    if not before or all(v in (EXPORTABLE_EXPERTS, None) for v in before.values()):
+        yield
+        return
+    put(EXPORTABLE_EXPERTS)
+    try:
+        yield
+    finally:
+        put(before)

@@ -18,7 +18,7 @@ import torch
 from ..core.masks import PrunedWeight
 from ..core.patterns import NMSparsity, parse_pattern
 from ..core.version import __version__
-from .locate import GraphIndex, Location, locate_pruned_weights, user_view
+from .locate import GraphIndex, Location, locate_pruned_weights, record_view, user_view
 from .metadata import METADATA_PATTERN, METADATA_SPARSITY, METADATA_VERSION, read_sparsity_metadata
 
 __all__ = ["WeightAudit", "SparsityAudit", "audit_sparsity", "sparsity_metadata"]
@@ -41,6 +41,11 @@ class WeightAudit:
     mask_sparsity: float = 0.0
     kept_zeros: int = 0  # kept weights that are exactly zero (allowed; reported)
     problems: list[str] = field(default_factory=list)
+    expert: int | None = None  # one expert (index along the first axis) of a fused 3-D parameter
+
+    @property
+    def key(self) -> str:
+        return self.parameter if self.expert is None else f"{self.parameter}[{self.expert}]"
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -75,7 +80,7 @@ class SparsityAudit:
     def __str__(self) -> str:
         lines = [f"sparsity audit: {self.summary()}"]
         for e in self.failures:
-            lines.append(f"  FAIL {e.parameter} ({e.initializer or 'not located'}): " + "; ".join(e.problems))
+            lines.append(f"  FAIL {e.key} ({e.initializer or 'not located'}): " + "; ".join(e.problems))
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -93,7 +98,8 @@ def audit_sparsity(
     For each record: the weight is located (see :func:`locate_pruned_weights`); every pruned position must be
     exactly 0 in the file; kept positions must equal ``weights`` (if given); ``d_in`` must be the reduction
     axis of every consuming MatMul/Gemm; and for N:M patterns every block of M along that axis holds at most N
-    non-zeros. ``unused``: parameters known not to feed the exported outputs (reported, not failed).
+    non-zeros. ``unused``: parameters known not to feed the exported outputs (reported, not failed). A record
+    of one expert of a fused parameter is checked on that expert's slice of the 3-D tensor.
     """
     if isinstance(model, (str, Path)):
         base_dir = Path(model).parent
@@ -106,18 +112,24 @@ def audit_sparsity(
     locations = locate_pruned_weights(index, records, weights, metadata)
     unused = set(unused)
     entries = []
+    pending: dict[str, int] = {}
+    for loc in locations.values():
+        if loc is not None:
+            pending[loc.source] = pending.get(loc.source, 0) + 1
     for rec in records:
-        loc = locations[rec.name]
+        loc = locations[rec.key]
         w = weights.get(rec.name) if weights is not None else None
         entries.append(_audit_one(index, rec, loc, w, rec.name in unused))
         if loc is not None:
-            index.forget(loc.source)  # keep memory flat on large models
+            pending[loc.source] -= 1
+            if not pending[loc.source]:
+                index.forget(loc.source)  # keep memory flat on large models (experts share one 3-D source)
     return SparsityAudit(entries)
 
 
 def _audit_one(index: GraphIndex, rec: PrunedWeight, loc: Location | None, weight, unused: bool) -> WeightAudit:
     mask_user = rec.user_mask.cpu().numpy()
-    entry = WeightAudit(rec.name, rec.pattern, "ok", mask_sparsity=float(1.0 - mask_user.mean()))
+    entry = WeightAudit(rec.name, rec.pattern, "ok", mask_sparsity=float(1.0 - mask_user.mean()), expert=rec.expert)
     if loc is None:
         if unused:
             entry.status = "unused"
@@ -134,7 +146,7 @@ def _audit_one(index: GraphIndex, rec: PrunedWeight, loc: Location | None, weigh
         entry.status = "FAIL"
         entry.problems.append(loc.error)
         return entry
-    arr = index.array(loc.source)
+    arr = record_view(index.array(loc.source), rec)
     view = user_view(arr, loc.in_axis)
     entry.shape, entry.in_axis = tuple(arr.shape), loc.in_axis
     entry.reduction_axes = sorted({op.reduction_axis for op in loc.operands})
@@ -149,7 +161,7 @@ def _audit_one(index: GraphIndex, rec: PrunedWeight, loc: Location | None, weigh
             f"(value {view[r, c]:.6g})"
         )
     if weight is not None:
-        w = weight.detach().cpu()
+        w = rec.stored(weight.detach().cpu())
         W_user = (w.T if rec.transposed else w).numpy()
         differs = view[mask_user] != W_user[mask_user]
         if np.any(differs):
@@ -196,7 +208,9 @@ def sparsity_metadata(audit: SparsityAudit) -> dict[str, str]:
     for e in audit.entries:
         if e.initializer is None:
             continue
-        per_init[e.initializer] = {
+        extra = {} if e.expert is None else {"expert": e.expert, "initializer": e.initializer}
+        per_init[e.initializer if e.expert is None else f"{e.initializer}[{e.expert}]"] = {
+            **extra,
             "parameter": e.parameter,
             "pattern": e.pattern,
             "sparsity": round(e.sparsity, 6) if e.sparsity is not None else None,

@@ -34,6 +34,7 @@ from .adapter import (
     ExportError,
     call_model,
     dynamic_axes,
+    exportable_experts,
     hf_call_kwargs,
     is_hf_model,
     max_positions,
@@ -152,11 +153,14 @@ def _check_records(model: nn.Module, records: Sequence[PrunedWeight]) -> dict[st
     weights = {}
     for rec in records:
         if rec.name not in params:
-            raise ExportError(f"mask for {rec.name!r}: the model has no such parameter (masks from another model?)")
-        if tuple(params[rec.name].shape) != tuple(rec.mask.shape):
-            raise ExportError(f"mask for {rec.name!r} has shape {tuple(rec.mask.shape)}, the parameter "
-                              f"{tuple(params[rec.name].shape)}")
-        weights[rec.name] = params[rec.name]
+            raise ExportError(f"mask for {rec.key!r}: the model has no such parameter (masks from another model?)")
+        param = params[rec.name]
+        if rec.expert is not None and (param.dim() != 3 or not 0 <= rec.expert < param.shape[0]):
+            raise ExportError(f"mask for {rec.key!r}: {rec.name} {tuple(param.shape)} has no expert {rec.expert}")
+        if tuple(rec.stored(param).shape) != tuple(rec.mask.shape):
+            raise ExportError(f"mask for {rec.key!r} has shape {tuple(rec.mask.shape)}, the parameter "
+                              f"{tuple(rec.stored(param).shape)}")
+        weights[rec.name] = param
     return weights
 
 
@@ -201,7 +205,7 @@ def export_onnx(
     named, positional = named_inputs(model, example_inputs, hf)
     axes = dynamic_axes(named, dynamic)
     call_kwargs = hf_call_kwargs(model, hf)
-    with _eval_mode(model), AtomicOutput(path) as out:
+    with _eval_mode(model), exportable_experts(model), AtomicOutput(path) as out:
         t0 = time.perf_counter()
         with torch.no_grad():
             eager = call_model(model, named, positional, call_kwargs)
