@@ -198,14 +198,17 @@ class SparsifyReport:
     def __str__(self) -> str:
         refit = any(not math.isnan(r.loss_refit) for r in self.pruned)
         cross = any((r.pattern or "").startswith("unstructured") for r in self.pruned)
-        header = ("site", "shape", "pattern", "warm loss", "final loss", "reduction", "swaps")
+        experts = any(r.expert is not None for r in self.pruned)  # a MoE model: tokens per expert matter
+        header = ("site", "shape", "pattern") + ("tokens",) * experts + ("warm loss", "final loss", "reduction",
+                                                                         "swaps")
         header += ("cross",) * cross + ("refit loss", "with refit") * refit + ("time s",)
         lines, notes = [], []
         for r in self.rows:
             shape = f"{r.shape[0]}×{r.shape[1]}"
             if r.status == "pruned":
-                cells = (r.name, shape, r.pattern or "", f"{r.loss_warm:.4g}", f"{r.loss_final:.4g}",
-                         f"{100 * r.relative_reduction:.2f}%", str(r.swaps)) + (str(r.cross_moves),) * cross
+                cells = (r.name, shape, r.pattern or "") + (str(r.tokens),) * experts + (
+                    f"{r.loss_warm:.4g}", f"{r.loss_final:.4g}", f"{100 * r.relative_reduction:.2f}%",
+                    str(r.swaps)) + (str(r.cross_moves),) * cross
                 if refit:
                     cells += ("", "") if math.isnan(r.loss_refit) else (
                         f"{r.loss_refit:.4g}", f"{100 * r.relative_reduction_refit:.2f}%")
