@@ -43,17 +43,19 @@ class Family:
     fast: bool = False
     targets: tuple[str, ...] | None = None
     unused: dict[str, str] = field(default_factory=dict)
-    inputs_fn: Callable[[torch.nn.Module, int], dict[str, torch.Tensor]] | None = None
+    inputs_fn: Callable[..., dict[str, torch.Tensor]] | None = None
 
     def build(self, seed: int = 0) -> torch.nn.Module:
         torch.manual_seed(seed)
         return self.make().eval()
 
-    def inputs(self, model: torch.nn.Module, seed: int = 0, batch: int = 1) -> dict[str, torch.Tensor]:
-        """One calibration item for ``model``: a dict of tensors, batch ``batch``."""
+    def inputs(self, model: torch.nn.Module, seed: int = 0, batch: int = 1, seq: int = SEQ
+               ) -> dict[str, torch.Tensor]:
+        """One calibration item for ``model``: a dict of tensors, batch ``batch``, ``seq`` tokens (text inputs; a
+        decoder input is 4 tokens shorter; images and audio have the model's fixed size)."""
         if self.inputs_fn is not None:
-            return self.inputs_fn(model, seed, batch)
-        return _token_inputs(model, seed, batch, self.kind)
+            return self.inputs_fn(model, seed, batch, seq)
+        return _token_inputs(model, seed, batch, self.kind, seq)
 
 
 def _ids(seed: int, batch: int, seq: int = SEQ, low: int = 3, high: int = VOCAB) -> torch.Tensor:
@@ -61,11 +63,11 @@ def _ids(seed: int, batch: int, seq: int = SEQ, low: int = 3, high: int = VOCAB)
     return torch.randint(low, high, (batch, seq), generator=g)
 
 
-def _token_inputs(model, seed: int, batch: int, kind: str) -> dict[str, torch.Tensor]:
-    ids = _ids(seed, batch)
+def _token_inputs(model, seed: int, batch: int, kind: str, seq: int) -> dict[str, torch.Tensor]:
+    ids = _ids(seed, batch, seq)
     item = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     if kind == "encoder-decoder":
-        item["decoder_input_ids"] = _ids(seed + 1000, batch, SEQ - 4)
+        item["decoder_input_ids"] = _ids(seed + 1000, batch, seq - 4)
     return item
 
 
@@ -94,19 +96,19 @@ def _plain(config_cls: str, model_cls: str, **kwargs):
     return make
 
 
-def _pixel_inputs(model, seed: int, batch: int) -> dict[str, torch.Tensor]:
+def _pixel_inputs(model, seed: int, batch: int, seq: int = SEQ) -> dict[str, torch.Tensor]:
     config = model.config
     g = torch.Generator().manual_seed(seed)
     size = config.image_size
     return {"pixel_values": torch.randn(batch, config.num_channels, size, size, generator=g)}
 
 
-def _speech_inputs(model, seed: int, batch: int) -> dict[str, torch.Tensor]:
+def _speech_inputs(model, seed: int, batch: int, seq: int = SEQ) -> dict[str, torch.Tensor]:
     config = model.config
     g = torch.Generator().manual_seed(seed)
     frames = 2 * config.max_source_positions
     features = torch.randn(batch, config.num_mel_bins, frames, generator=g)
-    return {"input_features": features, "decoder_input_ids": _ids(seed + 1000, batch, 8)}
+    return {"input_features": features, "decoder_input_ids": _ids(seed + 1000, batch, seq - 4)}
 
 
 def _gemma3_vlm():
@@ -121,10 +123,10 @@ def _gemma3_vlm():
     return transformers.Gemma3ForConditionalGeneration(config)
 
 
-def _gemma3_vlm_inputs(model, seed: int, batch: int) -> dict[str, torch.Tensor]:
+def _gemma3_vlm_inputs(model, seed: int, batch: int, seq: int = SEQ) -> dict[str, torch.Tensor]:
     config = model.config
     n_img = config.mm_tokens_per_image
-    ids = _ids(seed, batch, SEQ)
+    ids = _ids(seed, batch, seq)
     ids[:, 2 : 2 + n_img] = config.image_token_index
     g = torch.Generator().manual_seed(seed)
     size = config.vision_config.image_size

@@ -251,10 +251,40 @@ def _new_site(captured: CapturedGraph, node: fx.Node, wnode: fx.Node, weight: nn
     )
 
 
+_SLICING = {aten.split_with_sizes.default, aten.split.Tensor, aten.slice.Tensor, aten.narrow.default,
+            aten.chunk.default}
+SLICED_REASON = ("applied in slices (a packed projection such as nn.MultiheadAttention's in_proj_weight used as "
+                 "separate q and k/v weights): not a site swappass prunes; left dense")
+
+
+def _sliced_parameter(node: fx.Node, w_idx: int) -> fx.Node | None:
+    """The ``get_attr`` node of a 2-D parameter whose slice (split / slice / chunk, possibly via getitem) is the
+    weight argument of a Linear op, else None."""
+    w = node.args[w_idx] if len(node.args) > w_idx else None
+    if isinstance(w, fx.Node) and w.op == "call_function" and w.target is operator.getitem:
+        w = w.args[0]
+    if isinstance(w, fx.Node) and w.op == "call_function" and w.target in _SLICING:
+        src = w.args[0]
+        if isinstance(src, fx.Node) and src.op == "get_attr":
+            return src
+    return None
+
+
+def _add_sliced(captured, node, w_idx, sites, aliases) -> None:
+    """A parameter applied in slices is listed (skipped, with the reason), not pruned."""
+    wnode = _sliced_parameter(node, w_idx)
+    weight = _fetch_attr(captured.graph_module, wnode.target) if wnode is not None else None
+    if not isinstance(weight, nn.Parameter) or weight.dim() != 2 or (id(weight), None) in sites:
+        return
+    site = sites[(id(weight), None)] = _new_site(captured, node, wnode, weight, False, aliases)
+    site.status, site.reason = "skipped", SLICED_REASON
+
+
 def _add_linear(captured, node, sites, aliases, embeddings) -> None:
     in_idx, w_idx, transposed = _LINEAR_OPS[node.target]
     wnode, flipped = _weight_node(node, w_idx)
     if wnode is None:
+        _add_sliced(captured, node, w_idx, sites, aliases)
         return
     weight = _fetch_attr(captured.graph_module, wnode.target)
     if not isinstance(weight, nn.Parameter) or weight.dim() != 2 or not weight.is_floating_point():

@@ -30,7 +30,7 @@ class WeightAudit:
 
     parameter: str
     pattern: str
-    status: str  # "ok" | "FAIL" | "unused"
+    status: str  # "ok" | "FAIL" | "unused" | "folded"
     initializer: str | None = None
     storage: str | None = None
     shape: tuple[int, ...] | None = None
@@ -73,6 +73,9 @@ class SparsityAudit:
         text = f"{ok}/{len(self.entries)} pruned weights verified in the file"
         if unused:
             text += f", {unused} not used by the exported outputs"
+        folded = sum(e.status == "folded" for e in self.entries)
+        if folded:
+            text += f", {folded} folded into constants by the exporter"
         if self.failures:
             text += f", {len(self.failures)} FAILED"
         return text
@@ -92,13 +95,15 @@ def audit_sparsity(
     records: Iterable[PrunedWeight] | Mapping[str, PrunedWeight],
     weights: Mapping[str, torch.Tensor] | None = None,
     unused: Iterable[str] = (),
+    folded: Iterable[str] = (),
 ) -> SparsityAudit:
     """Check that every pruned weight in an ONNX file is zero exactly where its mask prunes.
 
     For each record: the weight is located (see :func:`locate_pruned_weights`); every pruned position must be
     exactly 0 in the file; kept positions must equal ``weights`` (if given); ``d_in`` must be the reduction
     axis of every consuming MatMul/Gemm; and for N:M patterns every block of M along that axis holds at most N
-    non-zeros. ``unused``: parameters known not to feed the exported outputs (reported, not failed). A record
+    non-zeros. ``unused``: parameters known not to feed the exported outputs; ``folded``: parameters applied to
+    constants only, whose products the exporter folded into constants (both reported, not failed). A record
     of one expert of a fused parameter is checked on that expert's slice of the 3-D tensor.
     """
     if isinstance(model, (str, Path)):
@@ -110,7 +115,7 @@ def audit_sparsity(
     index = GraphIndex(model, base_dir)
     metadata = read_sparsity_metadata(model).get(METADATA_SPARSITY)
     locations = locate_pruned_weights(index, records, weights, metadata)
-    unused = set(unused)
+    unused, folded = set(unused), set(folded)
     entries = []
     pending: dict[str, int] = {}
     for loc in locations.values():
@@ -119,7 +124,8 @@ def audit_sparsity(
     for rec in records:
         loc = locations[rec.key]
         w = weights.get(rec.name) if weights is not None else None
-        entries.append(_audit_one(index, rec, loc, w, rec.name in unused))
+        absent = "unused" if rec.name in unused else ("folded" if rec.name in folded else None)
+        entries.append(_audit_one(index, rec, loc, w, absent))
         if loc is not None:
             pending[loc.source] -= 1
             if not pending[loc.source]:
@@ -127,13 +133,18 @@ def audit_sparsity(
     return SparsityAudit(entries)
 
 
-def _audit_one(index: GraphIndex, rec: PrunedWeight, loc: Location | None, weight, unused: bool) -> WeightAudit:
+def _audit_one(index: GraphIndex, rec: PrunedWeight, loc: Location | None, weight, absent: str | None
+               ) -> WeightAudit:
     mask_user = rec.user_mask.cpu().numpy()
     entry = WeightAudit(rec.name, rec.pattern, "ok", mask_sparsity=float(1.0 - mask_user.mean()), expert=rec.expert)
     if loc is None:
-        if unused:
+        if absent == "unused":
             entry.status = "unused"
             entry.problems.append("not in the graph: the exported outputs do not use this parameter")
+        elif absent == "folded":
+            entry.status = "folded"
+            entry.problems.append("folded into a constant by the exporter: it is applied to constants only, so the "
+                                  "file holds its product, not the weight (the output checks cover it)")
         else:
             entry.status = "FAIL"
             entry.problems.append(
