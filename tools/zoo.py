@@ -115,13 +115,16 @@ def check_sites(family: Family, model: nn.Module, captured) -> str:
             f"graph sites differ from the module tree: not in the graph {missing[:4]}, not in the tree {extra[:4]}",
             "report it: a Linear computation the graph does not show is left dense")
     experts = sum(s.expert is not None for s in found)
-    dense_roles = sum(bool(s.role) for s in found)
-    parts = [f"{len(found)}"]
-    if experts:
-        parts.append(f"{experts} expert")
-    if dense_roles:
-        parts.append(f"{dense_roles} router/gate/vision dense")
-    return ", ".join(parts) if len(parts) > 1 else parts[0]
+    roles: dict[str, int] = {}
+    for s in found:
+        if s.role:
+            roles[s.role] = roles.get(s.role, 0) + 1
+    parts = [f"{experts} expert"] if experts else []
+    parts += [f"{n} {role}{'s' if n > 1 else ''}" for role, n in roles.items()]
+    skipped = [s for s in found if s.status == "skipped"]
+    if skipped:
+        parts.append(f"{len(skipped)} skipped: {skipped[0].name} ({skipped[0].reason.split(':')[0]})")
+    return f"{len(found)}" + (f" ({'; '.join(parts)})" if parts else "")
 
 
 # ------------------------------------------------------------------------------------------------ sparsify
@@ -172,9 +175,12 @@ def check_onnx(family: Family, model: nn.Module, report, directory: Path) -> str
     if not result.passed:
         raise StageFailure("; ".join(result.failures())[:300], "report it")
     checks = sum(1 for c in result.checks if c.passed)
-    folded = sum(e.status == "folded" for e in result.audit.entries)
+    folded = [e.key for e in result.audit.entries if e.status == "folded"]
+    notes = [f"{len(folded)} pruned weights folded into constants by the exporter ({', '.join(folded[:2])} …)"
+             ] if folded else []
+    notes += result.notes
     return f"{result.audit.summary().split(' pruned')[0]} audited, {checks} output checks" + (
-        f", {folded} folded into constants" if folded else "")
+        f"; {'; '.join(notes)}" if notes else "")
 
 
 # ------------------------------------------------------------------------------------------------ run
@@ -293,6 +299,12 @@ def document(results: list[FamilyResult], seconds: float) -> str:
     for r in results:
         fam = FAMILIES[r.family]
         lines.append(f"| {r.family} | {fam.kind} | {fam.features} |")
+    lines += ["", "## Notes", ""]
+    notes = [f"* **{r.family}**, sites: {r.stages['sites'].detail}" for r in results
+             if r.stages["sites"].ok and "skipped" in r.stages["sites"].detail]
+    notes += [f"* **{r.family}**, ONNX: {r.stages['onnx'].detail}" for r in results
+              if r.stages["onnx"].ok and ";" in r.stages["onnx"].detail]
+    lines += notes or ["None."]
     lines += ["", "## Failures", ""]
     lines += bad or ["None: every family prunes and exports."]
     lines += [

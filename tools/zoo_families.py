@@ -27,10 +27,11 @@ SEQ = 12
 class Family:
     """One architecture family of the zoo.
 
-    ``make``: builds the model (seeded by the caller). ``kind``: ``"decoder"`` (token ids), ``"encoder"``,
+    ``make``: builds the model (seeded by the caller). ``ci``: part of the fast CI run: ``"all"`` (every stage),
+    ``"no-onnx"`` (all but the ONNX export, which ``pytest --zoo`` adds) or ``None`` (``pytest --zoo`` only). ``kind``: ``"decoder"`` (token ids), ``"encoder"``,
     ``"encoder-decoder"`` (``input_ids`` + ``decoder_input_ids``), ``"speech"`` (``input_features`` +
     ``decoder_input_ids``), ``"vision"`` (``pixel_values``) or ``"vlm"`` (``input_ids`` with image tokens +
-    ``pixel_values``). ``features``: what the tiny config keeps of the family. ``fast``: part of the CI run.
+    ``pixel_values``). ``features``: what the tiny config keeps of the family.
     ``targets``: site selectors for the run (None: the defaults). ``unused``: parameters of the module tree that
     the forward pass does not use (excluded from the independent site count), with the reason.
     """
@@ -40,7 +41,7 @@ class Family:
     make: Callable[[], torch.nn.Module]
     kind: str
     features: str
-    fast: bool = False
+    ci: str | None = None
     targets: tuple[str, ...] | None = None
     unused: dict[str, str] = field(default_factory=dict)
     inputs_fn: Callable[..., dict[str, torch.Tensor]] | None = None
@@ -138,7 +139,7 @@ def _gemma3_vlm_inputs(model, seed: int, batch: int, seq: int = SEQ) -> dict[str
 
 _FAMILIES = [
     Family("Llama", "LlamaForCausalLM", _decoder("LlamaConfig", "LlamaForCausalLM"), "decoder",
-           "GQA (4 heads, 2 KV heads), SwiGLU", fast=True),
+           "GQA (4 heads, 2 KV heads), SwiGLU"),
     Family("Mistral", "MistralForCausalLM", _decoder("MistralConfig", "MistralForCausalLM", sliding_window=8),
            "decoder", "GQA, sliding window 8 (shorter than the sequence)"),
     Family("Qwen2", "Qwen2ForCausalLM", _decoder("Qwen2Config", "Qwen2ForCausalLM"), "decoder",
@@ -159,11 +160,11 @@ _FAMILIES = [
                                            ffn_dim=FFN, word_embed_proj_dim=HIDDEN, num_hidden_layers=LAYERS,
                                            num_attention_heads=HEADS, max_position_embeddings=64, pad_token_id=1,
                                            bos_token_id=0, eos_token_id=2), "decoder",
-           "biases, learned positions, tied embeddings", fast=True),
+           "biases, learned positions, tied embeddings"),
     Family("GPT-2", "GPT2LMHeadModel", _plain("GPT2Config", "GPT2LMHeadModel", vocab_size=VOCAB, n_embd=HIDDEN,
                                               n_layer=LAYERS, n_head=HEADS, n_positions=64, n_inner=FFN,
                                               bos_token_id=0, eos_token_id=0), "decoder",
-           "Conv1D (weights stored in × out), fused c_attn, tied embeddings", fast=True),
+           "Conv1D (weights stored in × out), fused c_attn, tied embeddings"),
     Family("GPT-NeoX", "GPTNeoXForCausalLM", _plain("GPTNeoXConfig", "GPTNeoXForCausalLM", vocab_size=VOCAB,
                                                     hidden_size=HIDDEN, intermediate_size=FFN,
                                                     num_hidden_layers=LAYERS, num_attention_heads=HEADS,
@@ -189,7 +190,7 @@ _FAMILIES = [
     Family("BERT", "BertModel", _plain("BertConfig", "BertModel", vocab_size=VOCAB, hidden_size=HIDDEN,
                                        intermediate_size=FFN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
                                        max_position_embeddings=64, pad_token_id=0), "encoder",
-           "encoder, pooler, biases", fast=True),
+           "encoder, pooler, biases"),
     Family("RoBERTa", "RobertaForMaskedLM", _plain("RobertaConfig", "RobertaForMaskedLM", vocab_size=VOCAB,
                                                    hidden_size=HIDDEN, intermediate_size=FFN,
                                                    num_hidden_layers=LAYERS, num_attention_heads=HEADS,
@@ -211,7 +212,7 @@ _FAMILIES = [
                                                        d_model=HIDDEN, d_ff=FFN, d_kv=8, num_layers=LAYERS,
                                                        num_heads=HEADS, decoder_start_token_id=0, pad_token_id=0),
            "encoder-decoder", "encoder-decoder, relative position buckets, cross-attention, tied embeddings",
-           fast=True),
+           ci="no-onnx"),
     Family("BART", "BartForConditionalGeneration", _plain("BartConfig", "BartForConditionalGeneration",
                                                           vocab_size=VOCAB, d_model=HIDDEN, encoder_layers=LAYERS,
                                                           decoder_layers=LAYERS, encoder_attention_heads=HEADS,
@@ -234,7 +235,7 @@ _FAMILIES = [
            inputs_fn=_speech_inputs),
     Family("Mixtral", "MixtralForCausalLM", _moe("MixtralConfig", "MixtralForCausalLM", num_local_experts=4,
                                                  num_experts_per_tok=2, sliding_window=None), "decoder",
-           "MoE: 4 experts, top-2, fused 3-D expert weights, GQA", fast=True),
+           "MoE: 4 experts, top-2, fused 3-D expert weights, GQA", ci="no-onnx"),
     Family("Qwen2-MoE", "Qwen2MoeForCausalLM", _moe("Qwen2MoeConfig", "Qwen2MoeForCausalLM", num_experts=4,
                                                     num_experts_per_tok=2, moe_intermediate_size=FFN,
                                                     shared_expert_intermediate_size=FFN), "decoder",
@@ -248,7 +249,7 @@ _FAMILIES = [
            "MoE: 4 experts, top-2, q/k norms"),
     Family("Gemma3 (vision-language)", "Gemma3ForConditionalGeneration", _gemma3_vlm, "vlm",
            "SigLIP vision tower + projector + Gemma3 text model, image tokens in the text",
-           inputs_fn=_gemma3_vlm_inputs),
+           inputs_fn=_gemma3_vlm_inputs, ci="no-onnx"),
 ]
 
 FAMILIES: dict[str, Family] = {f.name: f for f in _FAMILIES}

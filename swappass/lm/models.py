@@ -173,9 +173,10 @@ class _HubOffline:
 
 
 # ------------------------------------------------------------------------------------------------ the class
-FALLBACK_CLASSES = ("AutoModel", "AutoModelForCausalLM", "AutoModelForSeq2SeqLM", "AutoModelForMaskedLM")
+FALLBACK_CLASSES = ("AutoModel", "AutoModelForMaskedLM", "AutoModelForSeq2SeqLM", "AutoModelForCausalLM")
 """Tried in this order when config.json names no class transformers knows: the base model first, so that no head
-is added that the checkpoint lacks."""
+is added that the checkpoint lacks; the first whose weights fit wins (BERT's masked-LM head also fits
+``BertLMHeadModel``: the masked-LM class comes first)."""
 
 
 class WeightMismatchError(ModelLoadError):
