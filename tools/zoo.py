@@ -120,10 +120,11 @@ def check_sites(family: Family, model: nn.Module, captured) -> str:
         if s.role:
             roles[s.role] = roles.get(s.role, 0) + 1
     parts = [f"{experts} expert"] if experts else []
-    parts += [f"{n} {role}{'s' if n > 1 else ''}" for role, n in roles.items()]
+    parts += [f"{n} {role}" for role, n in roles.items()]
     skipped = [s for s in found if s.status == "skipped"]
     if skipped:
-        parts.append(f"{len(skipped)} skipped: {skipped[0].name} ({skipped[0].reason.split(':')[0]})")
+        parts.append(f"{len(skipped)} skipped: {skipped[0].name}, applied in slices" if "slices" in skipped[0].reason
+                     else f"{len(skipped)} skipped: {skipped[0].name}")
     return f"{len(found)}" + (f" ({'; '.join(parts)})" if parts else "")
 
 
