@@ -341,6 +341,12 @@ def _hints(failures: list[tuple[str, BaseException]]) -> list[str]:
             "the model branches on tensor values (if/while on a tensor, .item(), .tolist()): make that code "
             "independent of the data (torch.where, torch.cond) or move it out of forward"
         )
+    if "expert" in text:
+        hints.append(
+            "mixture-of-experts models: transformers' experts_implementation='eager' loops over the experts that were "
+            "hit (data-dependent); load the model with experts_implementation='grouped_mm' (the default) or "
+            "'batched_mm', or call model.set_experts_implementation('grouped_mm')"
+        )
     if "cache" in text:
         hints.append("pass use_cache=False in the model inputs (no KV cache during calibration)")
     hints.append("put the model in eval mode and call it with plain tensors of a fixed shape")

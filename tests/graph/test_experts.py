@@ -207,3 +207,9 @@ def test_onnx_export_audits_every_expert_and_catches_a_tampered_one(tmp_path):
     init.CopyFrom(numpy_helper.from_array(arr, name))
     audit = sp.onnx.audit_sparsity(proto, records, dict(model.named_parameters()))
     assert [e.key for e in audit.failures] == [f"{name}[3]"]
+
+
+def test_the_eager_expert_loop_cannot_be_captured_and_the_error_says_what_to_load():
+    model = build_moe("mixtral", implementation="eager")
+    with pytest.raises(sp.CaptureError, match="experts_implementation='grouped_mm'"):
+        sp.capture(model, calib(1)[0], method="export")
