@@ -19,6 +19,16 @@ and the route is the offsets or ids operand. A weight stored ``(E, d_out, d_in)`
 its last two axes, or gathered and multiplied from the left) is not ``transposed``; one stored ``(E, d_in,
 d_out)`` is (GPT-OSS's layout). Each expert ``e`` of such a use becomes a site of its own
 (:func:`swappass.graph.sites.find_sites`).
+
+Routing weights: transformers multiplies them into the experts' *outputs* (after ``down_proj``), so an expert's
+input rows are the unweighted hidden states (``gate_up_proj``) and intermediate activations (``down_proj``) of
+the tokens routed to it, and its Gram matrix is theirs: the layer error is the error of the expert's own output
+on those tokens, before the router weighs it. It is the rule of every site (the Gram matrix of what the matmul
+reads), so a model that scales the rows before its experts gets weighted statistics by the same rule.
+
+The router's ``topk`` is data-dependent in values only (its ``k`` and so every shape are static), which
+``torch.export`` (non-strict) captures as is; the sequential plan counts the routing tensor among an expert
+group's inputs, so experts come after a router that is pruned itself.
 """
 from __future__ import annotations
 
