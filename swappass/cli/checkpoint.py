@@ -68,7 +68,7 @@ class LevelCheckpoints:
         for row in state.rows:
             if row.packed_mask is None:
                 raise CheckpointError(f"level {state.level}: site {row.name} has no mask to save")
-            tensors[f"mask/{row.param}"] = torch.from_numpy(np.ascontiguousarray(row.packed_mask))
+            tensors[f"mask/{row.key}"] = torch.from_numpy(np.ascontiguousarray(row.packed_mask))
         for name, w in state.weights.items():
             tensors[f"weight/{name}"] = w.detach().to("cpu").contiguous()
         meta = {
@@ -90,7 +90,7 @@ class LevelCheckpoints:
                     raise CheckpointError(f"{path} is not a swappass level-{level} checkpoint")
                 rows = SparsifyReport.from_dict({"sites": json.loads(meta["rows"])}).rows
                 for row in rows:
-                    row.set_packed_mask(fh.get_tensor(f"mask/{row.param}").numpy())
+                    row.set_packed_mask(fh.get_tensor(f"mask/{row.key}").numpy())
                 weights = {
                     k[len("weight/"):]: fh.get_tensor(k) for k in fh.keys() if k.startswith("weight/")
                 }

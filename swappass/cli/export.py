@@ -13,31 +13,31 @@ import torch
 from torch import nn
 
 from ..core.masks import MASKS_FILE, load_masks
+from ..lm.errors import LMInputError
+from ..lm.models import load_pretrained, load_tokenizer
 from ..onnx.adapter import ExportError
 from ..onnx.export import export_onnx
 from ..onnx.report import ExportReport
+from .inputs import decoder_inputs
 
 __all__ = ["load_pruned_dir", "example_inputs_for", "export_pruned_dir"]
 
 
 def load_pruned_dir(model_dir: str | Path, dtype: torch.dtype = torch.float32):
     """``(model, tokenizer or None, masks dict or None)`` from a ``save_pretrained`` directory holding
-    ``swappass_masks.safetensors``. The model class is the one named in ``config.json`` (``architectures``)."""
-    import transformers
-
+    ``swappass_masks.safetensors``. The model class is the one named in ``config.json`` (``architectures``), and
+    its weights must fit it (:func:`swappass.lm.models.load_pretrained`)."""
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         what = "does not exist" if not model_dir.exists() else "holds no config.json (not a save_pretrained directory)"
         raise ExportError(f"model directory {model_dir} {what}")
-    config = transformers.AutoConfig.from_pretrained(str(model_dir))
-    arch = (getattr(config, "architectures", None) or [None])[0]
-    cls = getattr(transformers, arch, None) if arch else None
-    if cls is None:
-        cls = transformers.AutoModelForCausalLM if arch and arch.endswith("ForCausalLM") else transformers.AutoModel
-    model = cls.from_pretrained(str(model_dir), dtype=dtype).eval()
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
-    except Exception:  # a directory without tokenizer files: random token ids are used for verification
+        model = load_pretrained(str(model_dir), dtype).eval()
+    except LMInputError as exc:
+        raise ExportError(str(exc)) from exc
+    try:
+        tokenizer = load_tokenizer(str(model_dir))
+    except Exception:  # unreadable tokenizer files: random token ids are used for verification
         tokenizer = None
     masks_path = model_dir / MASKS_FILE
     masks = load_masks(masks_path) if masks_path.is_file() else None
@@ -54,7 +54,8 @@ _SAMPLE_TEXT = (
 def example_inputs_for(model: nn.Module, tokenizer=None, batch: int = 2, seq_len: int = 16,
                        seed: int = 0) -> dict[str, torch.Tensor]:
     """Token inputs ``(batch, seq_len)`` for a Hugging Face model: real text through ``tokenizer`` when given,
-    else seeded random ids; ``attention_mask`` of ones, ``token_type_ids`` of zeros when forward() takes it."""
+    else seeded random ids; ``attention_mask`` of ones, ``token_type_ids`` of zeros when forward() takes it, and
+    ``decoder_input_ids`` (the ids shifted right) for an encoder-decoder."""
     if batch < 1 or seq_len < 1:
         raise ValueError(f"batch and seq_len must be ≥ 1, got {batch} and {seq_len}")
     config = getattr(model, "config", None)
@@ -73,6 +74,8 @@ def example_inputs_for(model: nn.Module, tokenizer=None, batch: int = 2, seq_len
     inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
     if "token_type_ids" in inspect.signature(model.forward).parameters:
         inputs["token_type_ids"] = torch.zeros_like(input_ids)
+    if getattr(config, "is_encoder_decoder", False):
+        inputs["decoder_input_ids"] = decoder_inputs(model, input_ids)
     return inputs
 
 

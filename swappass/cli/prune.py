@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import platform
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -43,6 +44,7 @@ from ..refine import distributed
 from . import ranks
 from .checkpoint import LevelCheckpoints
 from .export import export_pruned_dir
+from .inputs import calibration_items, check_text_model
 from .options import DTYPES
 from .output_dir import RunDir
 from .plot import plot_reduction
@@ -214,6 +216,8 @@ def _prune(opts: PruneOptions, argv, recipe: dict, device: str, run: RunDir, sta
     ckpt = LevelCheckpoints(run.checkpoint_dir)
     timings, t = {}, time.perf_counter()
     model, tokenizer = ranks.everywhere(lambda: _load(opts, device, group), group, f"loading {opts.model}")
+    kind = ranks.everywhere(lambda: check_text_model(model, tokenizer, opts.model, opts.calib), group,
+                            "checking the model's inputs")
     timings["load"], t = time.perf_counter() - t, time.perf_counter()
     torch.manual_seed(opts.seed)
     windows, cached = ranks.everywhere(lambda: _calibration(opts, ckpt, model, tokenizer, state == "resume", group),
@@ -226,7 +230,8 @@ def _prune(opts: PruneOptions, argv, recipe: dict, device: str, run: RunDir, sta
     if resume:
         _say(f"resuming: levels 0–{len(resume) - 1} are done (checkpoint in {ckpt.directory})", group)
     try:
-        report = _sparsify(opts, recipe, device, model, windows, ckpt, resume, group)
+        report = _sparsify(opts, recipe, device, model, calibration_items(model, windows, kind), ckpt, resume, group,
+                           kind)
     except InputError:
         if distributed.is_main_process(group) and state == "new" and ckpt.finished_levels() == 0:  # nothing done: leave no trace
             ckpt.remove()
@@ -255,6 +260,7 @@ def _save(opts: PruneOptions, run: RunDir, ckpt: LevelCheckpoints, model, tokeni
     _say(f"saving to {opts.out}")
     model.save_pretrained(opts.out)
     tokenizer.save_pretrained(opts.out)
+    _copy_processor_files(opts.model, opts.out)
     save_masks(report.pruned_weights(), opts.out / MASKS_FILE)
     timings["save"] = time.perf_counter() - t
     record["seconds"], record["timings"] = time.perf_counter() - t0, timings
@@ -262,8 +268,22 @@ def _save(opts: PruneOptions, run: RunDir, ckpt: LevelCheckpoints, model, tokeni
     ckpt.remove()
 
 
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json")
+
+
+def _copy_processor_files(source: str, out: Path) -> None:
+    """A model directory's image/audio processor configuration goes with the pruned model (a vision-language
+    model's processor is more than its tokenizer)."""
+    src = Path(source)
+    if not src.is_dir():
+        return
+    for name in PROCESSOR_FILES:
+        if (src / name).is_file() and not (out / name).exists():
+            shutil.copyfile(src / name, out / name)
+
+
 def _sparsify(opts: PruneOptions, recipe: dict, device: str, model, windows, ckpt: LevelCheckpoints, resume,
-              group=None) -> SparsifyReport:
+              group=None, kind: str = "decoder") -> SparsifyReport:
     def save_level(state) -> None:
         ranks.on_main(lambda: ckpt.save_level(state), group, f"saving the checkpoint of level {state.level}")
 
@@ -284,6 +304,12 @@ def _sparsify(opts: PruneOptions, recipe: dict, device: str, model, windows, ckp
         raise InputError(f"the model could not be captured as a graph: {exc}") from exc
     except NonFiniteActivationError as exc:  # finished levels stay in the checkpoint
         raise InputError(f"{exc}; with --dtype float16/bfloat16 try --dtype float32") from exc
+    except InputError as exc:  # after NonFiniteActivationError, which is one
+        if kind == "vision-language" and opts.targets:
+            raise InputError(f"{exc} (swappass prune calibrates a vision-language model with text only, so its "
+                             f"vision tower and projector do not run; prune them from Python with pixel_values "
+                             f"in the calibration items)") from exc
+        raise
     except distributed.DistributedError as exc:  # e.g. another rank's input check failed while rows were split
         ranks.raise_peer_input_error(exc)
         raise

@@ -3,6 +3,10 @@
 Each Gram group's statistics go to :func:`swappass.methods.prune_step.prune_weights` (warm start, refinement,
 optional refit); the result is written into the user's own parameters in place (the model object needs no
 swappass to run afterwards) and into the group's report rows; then the group's statistics are freed.
+
+An expert that no calibration token reached has no statistics: it keeps the magnitude mask of the pattern (no
+refinement, no refit; its losses are 0 on the empty calibration set) and its report row says so. Any other
+group without calibration data is an error.
 """
 from __future__ import annotations
 
@@ -82,22 +86,26 @@ def convert_groups(
     bar = tqdm(total=sum(len(g.sites) for g in groups), desc=desc, unit="site", leave=False, disable=not progress)
     for group in groups:
         obs = prepared.observers[group.key]
-        if obs.tokens == 0:
+        on = device if device is not None else group.sites[0].weight.device
+        if obs.tokens == 0 and group.expert is None:
             raise NoCalibrationDataError(
                 f"{group.key}: no calibration data reached these sites; call the prepared model on calibration "
                 f"inputs before convert"
             )
-        stats = obs.statistics()
-        results = prune_weights(
-            [s.user_weight() for s in group.sites], stats["G"], prepared.pattern,
-            warm_start=warm_start, refine=prepared.refine, refit=prepared.refit, max_iters=max_iters,
-            backend=backend, device=device if device is not None else group.sites[0].weight.device,
-            statistics=stats, name=group.key, names=group.names, group=process_group,
-            refit_rounds=prepared.refit_rounds,
-        )
+        if obs.tokens == 0:
+            results, used = _unrouted_expert(group, prepared, on), "magnitude"
+            stats = {"tokens": 0}
+        else:
+            stats, used = obs.statistics(), warm_start
+            results = prune_weights(
+                [s.user_weight() for s in group.sites], stats["G"], prepared.pattern,
+                warm_start=warm_start, refine=prepared.refine, refit=prepared.refit, max_iters=max_iters,
+                backend=backend, device=on, statistics=stats, name=group.key, names=group.names,
+                group=process_group, refit_rounds=prepared.refit_rounds,
+            )
         for site, res in zip(group.sites, results):
             stored = write_back(site, res.mask, res.weight)
-            prepared.row(site.name).record(res, warm_start, int(stats["tokens"]), stored)
+            prepared.row(site.name).record(res, used, int(stats["tokens"]), stored)
             prepared.report.settings.setdefault("backend", res.info.get("backend"))
             bar.update(1)
         obs.release()
@@ -105,13 +113,28 @@ def convert_groups(
     bar.close()
 
 
+UNROUTED_NOTE = "no calibration token was routed to this expert: magnitude mask, not refined"
+
+
+def _unrouted_expert(group: GramGroup, prepared: PreparedModel, device) -> list:
+    """Magnitude masks (no refinement, no refit) for the sites of an expert that saw no token."""
+    G = torch.zeros(group.d_in, group.d_in, dtype=torch.float32, device=device)
+    results = prune_weights([s.user_weight() for s in group.sites], G, prepared.pattern, warm_start="magnitude",
+                            refine="none", refit=False, max_iters=0, device=device, name=group.key,
+                            names=group.names)
+    for res in results:
+        res.note = UNROUTED_NOTE
+    return results
+
+
 @torch.no_grad()
 def write_back(site: Site, mask: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    """Write the pruned weight into the user's parameter in place; returns the mask as stored (bool).
+    """Write the pruned weight into the user's parameter in place (for an expert site: into its slice of the
+    fused parameter); returns the mask as stored (bool, shaped like :meth:`Site.stored`).
 
     ``mask`` (and ``weight``, the refitted values, or None for mask only) are ``d_out × d_in``.
     """
-    param = site.weight
+    param = site.stored()
     stored_mask = (mask.T if site.transposed else mask).to(param.device)
     if weight is None:
         param.masked_fill_(~stored_mask, 0)

@@ -6,7 +6,7 @@ from typing import Mapping, MutableMapping, Sequence
 import torch.fx as fx
 
 from .blocks import block_levels
-from .observers import ObserverFactory, SiteObserver
+from .observers import ExpertDispatch, ObserverFactory, SiteObserver
 from .sites import GramGroup, Site, gram_groups
 from .stages import SequentialOrderError, StagePlan, assign_levels, plan_stages
 from .tracing import CapturedGraph
@@ -22,7 +22,9 @@ class InstrumentedGraph:
     Observers are shared through ``observers`` (group key -> module), so graphs captured for several input
     shapes accumulate into the same statistics. ``order`` (:mod:`swappass.graph.blocks`) decides the groups'
     levels: their dependency levels (``"level"``, :func:`swappass.graph.stages.assign_levels`), the index of their
-    block (``"block"``, :func:`swappass.graph.blocks.block_levels`), or 0 for all (``"none"``, one-shot).
+    block (``"block"``, :func:`swappass.graph.blocks.block_levels`), or 0 for all (``"none"``, one-shot). The
+    experts of one fused matmul share one :class:`~swappass.graph.observers.ExpertDispatch` node, which feeds each
+    expert's own observer.
     """
 
     def __init__(
@@ -40,7 +42,7 @@ class InstrumentedGraph:
         if order != "none":
             levels = assign_levels(
                 captured.graph_module.graph,
-                {g.key: g.inputs for g in self.groups},
+                {g.key: g.inputs + g.routes for g in self.groups},
                 {g.key: [op for s in g.sites for op in s.ops] for g in self.groups},
             )
             if order == "block":
@@ -62,14 +64,16 @@ class InstrumentedGraph:
     def _insert_observers(self, observers: MutableMapping[str, SiteObserver], factory: ObserverFactory) -> None:
         gm = self.graph_module
         graph = gm.graph
-        last_placeholder = None
-        for node in graph.nodes:
-            if node.op == "placeholder":
-                last_placeholder = node
+        position = {n: i for i, n in enumerate(graph.nodes)}
+        last_placeholder = max((n for n in graph.nodes if n.op == "placeholder"), key=position.get, default=None)
+        routed: dict[tuple, list[GramGroup]] = {}
         for i, group in enumerate(self.groups):
             obs = observers.get(group.key)
             if obs is None:
                 obs = observers[group.key] = factory(group.key, group.d_in)
+            if group.expert is not None:
+                routed.setdefault((tuple(group.inputs), tuple(group.routes), group.layout), []).append(group)
+                continue
             target = f"{OBSERVER_PREFIX}{i}"
             gm.add_submodule(target, obs)
             nodes = []
@@ -78,6 +82,19 @@ class InstrumentedGraph:
                 with graph.inserting_after(anchor):
                     nodes.append(graph.call_module(target, (x,)))
             self.observer_nodes[group.key] = nodes
+        for j, ((inputs, routes, layout), groups) in enumerate(routed.items()):
+            slots: list[SiteObserver | None] = [None] * int(groups[0].num_experts)
+            for g in groups:
+                slots[g.expert] = observers[g.key]
+            target = f"{OBSERVER_PREFIX}experts_{j}"
+            gm.add_submodule(target, ExpertDispatch(groups[0].sites[0].param_name, slots, layout))
+            nodes = []
+            for x, route in zip(inputs, routes):
+                anchor = max((x, route), key=position.get)
+                with graph.inserting_after(last_placeholder if anchor.op == "placeholder" else anchor):
+                    nodes.append(graph.call_module(target, (x, route)))
+            for g in groups:
+                self.observer_nodes[g.key] = nodes
         gm.recompile()
 
     def plan(self) -> StagePlan:
@@ -102,9 +119,8 @@ class InstrumentedGraph:
     def remove_observers(self) -> None:
         """Erase the observer nodes and modules: the graph computes the model again, nothing else."""
         gm = self.graph_module
-        for nodes in self.observer_nodes.values():
-            for n in nodes:
-                gm.graph.erase_node(n)
+        for n in dict.fromkeys(n for nodes in self.observer_nodes.values() for n in nodes):
+            gm.graph.erase_node(n)
         for name in [n for n, _ in gm.named_children() if n.startswith(OBSERVER_PREFIX)]:
             delattr(gm, name)
         self.observer_nodes.clear()

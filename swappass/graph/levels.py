@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import torch
 
 from ..core.errors import InputError
+from ..core.masks import weight_key
 from .prepared import PreparedModel
 from .report import SiteReport
 from .sites import GramGroup
@@ -23,9 +24,10 @@ __all__ = ["LevelState", "level_state", "check_resume", "restore_level"]
 class LevelState:
     """What one finished level of the sequential pass produced, enough to redo it without pruning again.
 
-    ``rows``: the report rows of the level's sites (status, losses, masks). ``weights``: parameter name ->
-    the stored tensor after pruning, only for sites whose kept values the method changed (refit); a site absent
-    here is its original weight with the mask applied. ``settings``: report settings known at that point.
+    ``rows``: the report rows of the level's sites (status, losses, masks). ``weights``: weight key (the
+    parameter name, ``NAME[e]`` for one expert of a fused parameter) -> the stored tensor after pruning, only for
+    sites whose kept values the method changed (refit); a site absent here is its original weight with the mask
+    applied. ``settings``: report settings known at that point.
     """
 
     level: int
@@ -43,8 +45,8 @@ def level_state(
         row = prepared.row(s.name)
         rows.append(replace(row))
         masked = before[s.name].masked_fill(~row.mask().to(before[s.name].device), 0)
-        if not torch.equal(s.weight.detach(), masked):  # the method changed kept values: keep them
-            weights[s.param_name] = s.weight.detach().to("cpu", copy=True)
+        if not torch.equal(s.stored(), masked):  # the method changed kept values: keep them
+            weights[weight_key(s.param_name, s.expert)] = s.stored().to("cpu", copy=True)
     settings = {k: v for k, v in prepared.report.settings.items() if k == "backend"}
     return LevelState(level, rows, weights, settings)
 
@@ -71,11 +73,11 @@ def restore_level(prepared: PreparedModel, groups: Sequence[GramGroup], state: L
         for site in group.sites:
             row = saved[site.name]
             mask = row.mask()
-            if mask is None or tuple(mask.shape) != tuple(site.weight.shape):
-                raise InputError(f"resume state for {site.name} has no mask of shape {tuple(site.weight.shape)}")
-            param = site.weight
-            if site.param_name in state.weights:
-                param.copy_(state.weights[site.param_name].to(device=param.device, dtype=param.dtype))
+            param, key = site.stored(), weight_key(site.param_name, site.expert)
+            if mask is None or tuple(mask.shape) != tuple(param.shape):
+                raise InputError(f"resume state for {site.name} has no mask of shape {tuple(param.shape)}")
+            if key in state.weights:
+                param.copy_(state.weights[key].to(device=param.device, dtype=param.dtype))
             else:
                 param.masked_fill_(~mask.to(param.device), 0)
             prepared.row(site.name).assign(row)

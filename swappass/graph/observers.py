@@ -6,6 +6,10 @@ input; it records what it sees and returns nothing (a side branch: the model's v
 (:class:`swappass.ChannelStats`); other observers subclass :class:`SiteObserver` and add entries to
 :meth:`SiteObserver.statistics`. Which one is used is chosen by the ``observer`` factory passed to
 :func:`swappass.prepare` / :func:`swappass.sparsify` (by default from the refinement method).
+
+Expert sites: one :class:`ExpertDispatch` node per fused expert matmul reads its input rows and routing tensor,
+splits the rows by expert (:func:`swappass.core.routing.expert_rows`) and hands each expert's rows to that
+expert's own observer, so every expert's Gram matrix holds exactly the tokens the router sent to it.
 """
 from __future__ import annotations
 
@@ -16,8 +20,10 @@ from torch import nn
 
 from ..core.channelstats import ChannelStats
 from ..core.gram import GramAccumulator
+from ..core.routing import expert_rows
 
-__all__ = ["SiteObserver", "GramObserver", "GramChannelObserver", "ObserverFactory", "gram_observer_factory"]
+__all__ = ["SiteObserver", "GramObserver", "GramChannelObserver", "ExpertDispatch", "ObserverFactory",
+           "gram_observer_factory"]
 
 
 class SiteObserver(nn.Module):
@@ -113,6 +119,30 @@ class GramChannelObserver(GramObserver):
     def release(self) -> None:
         super().release()
         self.channels.reset()
+
+
+class ExpertDispatch(nn.Module):
+    """Feeds the rows of a fused expert matmul to one observer per expert.
+
+    ``slots[e]``: the observer of expert ``e`` (None: that expert is not pruned). ``layout``: ``"offsets"`` or
+    ``"ids"`` (:mod:`swappass.core.routing`). Called as ``dispatch(x, route)`` with the matmul's rows ``x``
+    (``S × d_in``) and its routing tensor; returns nothing.
+    """
+
+    def __init__(self, name: str, slots: list[SiteObserver | None], layout: str) -> None:
+        super().__init__()
+        self.name = name
+        self.slots = list(slots)  # a plain list: the observers belong to the prepared model, not to this node
+        self.layout = layout
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, route: torch.Tensor) -> None:
+        for slot, rows in zip(self.slots, expert_rows(x, route, self.layout, len(self.slots))):
+            if slot is not None and rows.shape[0]:
+                slot.observe(rows)
+
+    def extra_repr(self) -> str:
+        return f"{self.name!r}, experts={len(self.slots)}, layout={self.layout!r}"
 
 
 ObserverFactory = Callable[[str, int], SiteObserver]

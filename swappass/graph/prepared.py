@@ -20,18 +20,10 @@ from .blocks import calibration_order
 from .instrument import InstrumentedGraph
 from .observers import ObserverFactory, SiteObserver, gram_observer_factory
 from .report import SiteReport, SparsifyReport
-from .sites import GramGroup, Selector, find_sites, select_sites
-from .tracing import (
-    CapturedGraph,
-    ModelInput,
-    as_call,
-    capture_call,
-    input_signature,
-    move_to,
-    normalize_call,
-)
+from .sites import GramGroup, Selector, Site, find_sites, select_sites
+from .tracing import CapturedGraph, ModelInput, as_call, capture_call, input_signature, move_to, normalize_call
 
-__all__ = ["PreparedModel", "prepare", "model_device", "output_weights"]
+__all__ = ["PreparedModel", "prepare", "model_device", "output_weights", "expert_order"]
 
 
 class PreparedModel:
@@ -106,12 +98,13 @@ class PreparedModel:
     def _init_report(self, graph: InstrumentedGraph) -> None:
         level = {s.name: g.level for g in graph.groups for s in g.sites}
         group = {s.name: g.key for g in graph.groups for s in g.sites}
-        for s in graph.sites:
+        for s in expert_order(graph.sites):
             active = s.status == "active"
             row = SiteReport(
                 name=s.name, param=s.param_name, module_type=s.module_type, shape=s.shape,
                 status="pending" if active else s.status, reason=s.reason, transposed=s.transposed,
                 pattern=str(self.pattern) if active else None, level=level.get(s.name), group=group.get(s.name),
+                expert=s.expert, role=s.role,
             )
             self.report.rows.append(row)
             self._rows[s.name] = row
@@ -141,6 +134,28 @@ class PreparedModel:
         """Erase the observers from every captured graph (the graphs compute the model again, nothing else)."""
         for g in self.graphs.values():
             g.remove_observers()
+
+
+def expert_order(sites: Sequence[Site]) -> list[Site]:
+    """``sites`` in graph order, except that the expert sites of one MoE block (one module) are grouped per
+    expert: expert 0's matrices (gate_up, down …), then expert 1's, at the place of the block's first one."""
+    out: list[Site] = []
+    blocks: dict[str, list[Site]] = {}
+    for s in sites:
+        if s.expert is None:
+            out.append(s)
+            continue
+        if s.module not in blocks:
+            blocks[s.module] = []
+            out.append(s)  # placeholder: where the block starts
+        blocks[s.module].append(s)
+    ordered: list[Site] = []
+    for s in out:
+        if s.expert is None:
+            ordered.append(s)
+        else:
+            ordered.extend(sorted(blocks[s.module], key=lambda x: x.expert))  # stable: graph order per expert
+    return ordered
 
 
 def output_weights(model: nn.Module) -> list[nn.Parameter]:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..core.loss import relative_reduction
-from ..core.masks import PrunedWeight
+from ..core.masks import PrunedWeight, weight_key
 from ..methods.prune_step import PruneResult
 
 __all__ = ["SiteReport", "SparsifyReport"]
@@ -27,7 +27,10 @@ class SiteReport:
     warm-start mask and the final mask; ``loss_refit`` is the error ``||W X − W' X||²_F`` of the weights ``W'``
     written with a refit (NaN without). ``refine`` / ``refit``: the methods that ran on this site (``refine``
     is ``"none"`` where DSnoT skips the site; ``reason`` then says so). ``cross_moves``: cross-row moves of an
-    unstructured budget. ``level``: sequential calibration level.
+    unstructured budget. ``level``: sequential calibration level. ``expert``: the expert index of a site that is
+    one expert of a fused MoE parameter ``param`` (``tokens`` then counts the tokens routed to it; an expert no
+    calibration token reached keeps a magnitude mask and ``reason`` says so). ``role``: why a site is dense by
+    default (``router``, ``expert gate``, ``vision tower``, ``projector``), see :mod:`swappass.graph.roles`.
     """
 
     name: str
@@ -52,7 +55,14 @@ class SiteReport:
     iters: int = 0
     seconds: float = 0.0
     sparsity: float = 0.0
+    expert: int | None = None
+    role: str = ""
     _packed_mask: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def key(self) -> str:
+        """The pruned weight's key: ``param``, or ``param[expert]`` for one expert of a fused parameter."""
+        return weight_key(self.param, self.expert)
 
     @property
     def relative_reduction(self) -> float:
@@ -129,7 +139,10 @@ class SparsifyReport:
 
     def __getitem__(self, name: str) -> SiteReport:
         for r in self.rows:
-            if name in (r.name, r.param):
+            if name == r.name:
+                return r
+        for r in self.rows:
+            if name == r.param:
                 return r
         raise KeyError(f"no site named {name!r} in the report")
 
@@ -152,7 +165,7 @@ class SparsifyReport:
 
     def pruned_weights(self) -> list[PrunedWeight]:
         """One :class:`swappass.core.masks.PrunedWeight` per pruned site (mask shaped like the stored parameter)."""
-        return [PrunedWeight(r.param, r.mask(), r.pattern or "", r.transposed) for r in self.pruned]
+        return [PrunedWeight(r.param, r.mask(), r.pattern or "", r.transposed, r.expert) for r in self.pruned]
 
     def to_dict(self) -> dict[str, Any]:
         mean = self.mean_relative_reduction
@@ -185,14 +198,17 @@ class SparsifyReport:
     def __str__(self) -> str:
         refit = any(not math.isnan(r.loss_refit) for r in self.pruned)
         cross = any((r.pattern or "").startswith("unstructured") for r in self.pruned)
-        header = ("site", "shape", "pattern", "warm loss", "final loss", "reduction", "swaps")
+        experts = any(r.expert is not None for r in self.pruned)  # a MoE model: tokens per expert matter
+        header = ("site", "shape", "pattern") + ("tokens",) * experts + ("warm loss", "final loss", "reduction",
+                                                                         "swaps")
         header += ("cross",) * cross + ("refit loss", "with refit") * refit + ("time s",)
         lines, notes = [], []
         for r in self.rows:
             shape = f"{r.shape[0]}×{r.shape[1]}"
             if r.status == "pruned":
-                cells = (r.name, shape, r.pattern or "", f"{r.loss_warm:.4g}", f"{r.loss_final:.4g}",
-                         f"{100 * r.relative_reduction:.2f}%", str(r.swaps)) + (str(r.cross_moves),) * cross
+                cells = (r.name, shape, r.pattern or "") + (str(r.tokens),) * experts + (
+                    f"{r.loss_warm:.4g}", f"{r.loss_final:.4g}", f"{100 * r.relative_reduction:.2f}%",
+                    str(r.swaps)) + (str(r.cross_moves),) * cross
                 if refit:
                     cells += ("", "") if math.isnan(r.loss_refit) else (
                         f"{r.loss_refit:.4g}", f"{100 * r.relative_reduction_refit:.2f}%")

@@ -224,7 +224,7 @@ def calibrate_and_convert(
                 restore_level(prepared, level_groups, resume[k])
             continue
         _run_stage(work, k, inputs_device, progress, "calibrate", drop=not dense_stages)
-        before = {s.name: s.weight.detach().clone() for g in level_groups for s in g.sites}
+        before = {s.name: s.stored().clone() for g in level_groups for s in g.sites}
         convert_groups(prepared, level_groups, warm_start, max_iters, backend, device, progress,
                        desc=f"prune level {k}", process_group=group)
         if checkpoint is not None:

@@ -11,6 +11,11 @@ hold it (this keeps the values alive across stage boundaries few), and only node
 run at all (``lm_head`` and the logits never do). Each stage is an ``fx.GraphModule``
 ``stage(*boundary_inputs) -> boundary_outputs``; per calibration sample, only the values that cross a stage
 boundary are cached, so the whole calibration costs one pass over the model in total, however deep it is.
+
+**vmap regions.** ``torch.export`` records a ``torch.vmap`` call (Hugging Face builds some attention masks with
+one, e.g. Gemma3's bidirectional image-token mask) as a region between ``_vmap_increment_nesting`` and
+``_vmap_decrement_nesting`` whose nodes only work under that nesting. Such a region runs whole or not at all, in
+one stage: if any of its nodes is needed, all are, and they share the stage of the latest one.
 """
 from __future__ import annotations
 
@@ -35,17 +40,21 @@ def assign_levels(
     """Level of every group: ``{group key: level}``.
 
     Args:
-        site_inputs: group key -> the graph values the group's observer reads.
-        site_ops: group key -> the Linear nodes of the group's (active) sites.
+        site_inputs: group key -> the graph values the group's observer reads (for expert groups also the
+            routing tensor: the experts of a block come after a pruned router).
+        site_ops: group key -> the Linear nodes of the group's (active) sites; one node may belong to several
+            groups (the experts of one fused matmul).
     """
-    op_group = {op: key for key, ops in site_ops.items() for op in ops}
+    op_groups: dict[fx.Node, list[str]] = {}
+    for key, ops in site_ops.items():
+        for op in dict.fromkeys(ops):
+            op_groups.setdefault(op, []).append(key)
     inputs_of = {key: list(nodes) for key, nodes in site_inputs.items()}
     depth: dict[fx.Node, int] = {}  # highest level of an active site at or upstream of the node; -1: none
     level: dict[str, int] = {}
     for node in graph.nodes:
         d = max((depth[a] for a in node.all_input_nodes), default=-1)
-        key = op_group.get(node)
-        if key is not None:
+        for key in op_groups.get(node, ()):
             if key not in level:
                 pending = [x for x in inputs_of[key] if x not in depth]
                 if pending:
@@ -95,7 +104,30 @@ class StagePlan:
         return {name: flat_inputs[name] for name in self.placeholders}
 
 
-def _needed(graph: fx.Graph, roots: Iterable[fx.Node]) -> set[fx.Node]:
+_VMAP_ENTER = "_vmap_increment_nesting"
+_VMAP_EXIT = "_vmap_decrement_nesting"
+
+
+def _vmap_regions(graph: fx.Graph) -> list[list[fx.Node]]:
+    """The outermost vmap regions of ``graph``: every node from an increment of the vmap nesting to its
+    decrement, in graph order (inner regions are part of their outer one)."""
+    regions, depth, current = [], 0, []
+    for node in graph.nodes:
+        name = getattr(node.target, "__name__", "") if node.op == "call_function" else ""
+        if name == _VMAP_ENTER:
+            depth += 1
+        if depth:
+            current.append(node)
+        if name == _VMAP_EXIT and depth:
+            depth -= 1
+            if depth == 0:
+                regions.append(current)
+                current = []
+    return regions
+
+
+def _needed(graph: fx.Graph, roots: Iterable[fx.Node], regions: list[list[fx.Node]] = ()) -> set[fx.Node]:
+    region_of = {n: i for i, region in enumerate(regions) for n in region}
     seen: set[fx.Node] = set()
     stack = list(roots)
     while stack:
@@ -104,6 +136,8 @@ def _needed(graph: fx.Graph, roots: Iterable[fx.Node]) -> set[fx.Node]:
             continue
         seen.add(n)
         stack.extend(a for a in n.all_input_nodes if a.op != "get_attr")
+        if n in region_of:  # a vmap region runs whole
+            stack.extend(regions[region_of.pop(n)])
     return seen
 
 
@@ -126,7 +160,8 @@ def plan_stages(
 
     Raises :class:`SequentialOrderError` if an observer reads a value its level's stage cannot compute.
     """
-    needed = _needed(graph, observer_levels)
+    regions = _vmap_regions(graph)
+    needed = _needed(graph, observer_levels, regions)
     order = [n for n in graph.nodes if n in needed]
     placeholders = [n for n in order if n.op == "placeholder"]
     body = [n for n in order if n.op != "placeholder"]
@@ -151,6 +186,8 @@ def plan_stages(
             continue
         users = [stage[u] for u in n.users if u in needed]
         stage[n] = max(earliest[n], min(users, default=earliest[n]))
+    for region in (r for r in regions if r[0] in needed):
+        _one_stage(region, stage, earliest, needed)
     last_use = {n: max((stage[u] for u in n.users if u in needed), default=stage[n]) for n in order}
 
     stages = []
@@ -165,6 +202,18 @@ def plan_stages(
         stages.append(Stage(k, _stage_module(root, members, inputs, outputs, member_set), [a.name for a in inputs],
                             [n.name for n in outputs], drops, len(members)))
     return StagePlan(stages, [p.name for p in placeholders])
+
+
+def _one_stage(region: list[fx.Node], stage: dict[fx.Node, int], earliest: dict[fx.Node, int],
+               needed: set[fx.Node]) -> None:
+    """Put a vmap region in one stage: the earliest that every member can run in (no later than any user)."""
+    k = max(earliest[n] for n in region)
+    members = set(region)
+    users = [stage[u] for n in region for u in n.users if u in needed and u not in members]
+    if users and min(users) < k:
+        raise AssertionError(f"vmap region at {region[0].name} feeds stage {min(users)} but needs stage {k}")
+    for n in region:
+        stage[n] = k
 
 
 def _stage_module(

@@ -87,8 +87,9 @@ def normalize_call(model: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, 
 
 
 def _hf_takes_use_cache(model: nn.Module) -> bool:
-    config = getattr(model, "config", None)
-    if config is None or not hasattr(config, "use_cache"):
+    """Whether ``model`` is a Hugging Face model (it has a ``config``) whose forward takes ``use_cache``; composite
+    configs (vision-language, encoder-decoder) keep ``use_cache`` in a sub-config, so the signature decides."""
+    if getattr(model, "config", None) is None:
         return False
     try:
         return "use_cache" in inspect.signature(model.forward).parameters
@@ -339,6 +340,12 @@ def _hints(failures: list[tuple[str, BaseException]]) -> list[str]:
         hints.append(
             "the model branches on tensor values (if/while on a tensor, .item(), .tolist()): make that code "
             "independent of the data (torch.where, torch.cond) or move it out of forward"
+        )
+    if "expert" in text:
+        hints.append(
+            "mixture-of-experts models: transformers' experts_implementation='eager' loops over the experts that were "
+            "hit (data-dependent); load the model with experts_implementation='grouped_mm' (the default) or "
+            "'batched_mm', or call model.set_experts_implementation('grouped_mm')"
         )
     if "cache" in text:
         hints.append("pass use_cache=False in the model inputs (no KV cache during calibration)")

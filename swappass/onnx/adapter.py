@@ -7,8 +7,9 @@ dict outputs.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -29,6 +30,8 @@ __all__ = [
     "hf_call_kwargs",
     "max_positions",
     "max_sizes",
+    "exportable_experts",
+    "eager_attention",
 ]
 
 ExampleInputs = Any  # torch.Tensor | tuple[torch.Tensor, ...] | Mapping[str, torch.Tensor] (e.g. BatchEncoding)
@@ -124,7 +127,8 @@ def named_inputs(model: nn.Module, example_inputs: ExampleInputs, hf: bool) -> t
 def dynamic_axes(named: Mapping[str, torch.Tensor],
                  dynamic: bool | Mapping[str, Mapping[int, str]]) -> dict[str, dict[int, str]]:
     """Input name → {axis: dim name}. Default: axis 0 is ``batch``; axis 1 is ``sequence`` for integer
-    (token) inputs of rank ≥ 2 and for any input of rank ≥ 3."""
+    (token) inputs of rank ≥ 2 and for any input of rank ≥ 3, ``decoder_sequence`` for ``decoder_*`` inputs;
+    images and audio features (:data:`FIXED_SHAPE_INPUTS`) vary in the batch only."""
     if dynamic is False:
         return {}
     if isinstance(dynamic, Mapping):
@@ -142,10 +146,18 @@ def dynamic_axes(named: Mapping[str, torch.Tensor],
         if t.dim() == 0:
             continue
         a = {0: "batch"}
-        if t.dim() >= 3 or (t.dim() == 2 and not t.is_floating_point()):
+        if name in FIXED_SHAPE_INPUTS:
+            pass
+        elif name.startswith("decoder_") and t.dim() >= 2:
+            a[1] = "decoder_sequence"  # an encoder-decoder's decoder runs on its own length
+        elif t.dim() >= 3 or (t.dim() == 2 and not t.is_floating_point()):
             a[1] = "sequence"
         axes[name] = a
     return axes
+
+
+FIXED_SHAPE_INPUTS = ("pixel_values", "input_features", "pixel_values_videos", "image_grid_thw")
+"""Inputs whose axes after the batch are fixed by the model (image size and channels, mel bins and frames)."""
 
 
 def widen_unit_axes(named: Mapping[str, torch.Tensor],
@@ -191,3 +203,43 @@ def max_sizes(model: nn.Module, hf: bool) -> dict[str, int]:
     """Upper bounds of named axes: a Hugging Face model's ``sequence`` is at most its position count."""
     limit = max_positions(model) if hf else None
     return {"sequence": int(limit)} if limit else {}
+
+
+EXPORTABLE_EXPERTS = "batched_mm"
+
+
+@contextlib.contextmanager
+def exportable_experts(model: nn.Module) -> Iterator[None]:
+    """Within the block, a Hugging Face mixture-of-experts model computes its experts as batched matmuls over
+    gathered weights (``experts_implementation="batched_mm"``: ``Gather`` + ``MatMul`` in ONNX, the same function):
+    transformers' default grouped matmul has no ONNX translation and its ``eager`` loop cannot be captured.
+    Other models are untouched; the model's own setting is restored afterwards."""
+    get = getattr(model, "get_experts_implementation", None)
+    put = getattr(model, "set_experts_implementation", None)
+    before = get() if callable(get) and callable(put) else None
+    if not before or all(v in (EXPORTABLE_EXPERTS, None) for v in before.values()):
+        yield
+        return
+    put(EXPORTABLE_EXPERTS)
+    try:
+        yield
+    finally:
+        put(before)
+
+
+@contextlib.contextmanager
+def eager_attention(model: nn.Module) -> Iterator[bool]:
+    """Within the block, a Hugging Face model runs its attention in transformers' ``eager`` implementation (the
+    same function as ``sdpa``); yields whether it changed anything. The export falls back to it where
+    torch.export's decomposition of ``sdpa`` attention fails (T5: a view of a transposed attention output)."""
+    config = getattr(model, "config", None)
+    put = getattr(model, "set_attn_implementation", None)
+    before = getattr(config, "_attn_implementation", None)
+    if not callable(put) or before in (None, "eager"):
+        yield False
+        return
+    put("eager")
+    try:
+        yield True
+    finally:
+        put(before)

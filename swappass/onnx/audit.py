@@ -18,13 +18,8 @@ import torch
 from ..core.masks import PrunedWeight
 from ..core.patterns import NMSparsity, parse_pattern
 from ..core.version import __version__
-from .locate import GraphIndex, Location, locate_pruned_weights, user_view
-from .metadata import (
-    METADATA_PATTERN,
-    METADATA_SPARSITY,
-    METADATA_VERSION,
-    read_sparsity_metadata,
-)
+from .locate import GraphIndex, Location, locate_pruned_weights, record_view, user_view
+from .metadata import METADATA_PATTERN, METADATA_SPARSITY, METADATA_VERSION, read_sparsity_metadata
 
 __all__ = ["WeightAudit", "SparsityAudit", "audit_sparsity", "sparsity_metadata"]
 
@@ -35,7 +30,7 @@ class WeightAudit:
 
     parameter: str
     pattern: str
-    status: str  # "ok" | "FAIL" | "unused"
+    status: str  # "ok" | "FAIL" | "unused" | "folded"
     initializer: str | None = None
     storage: str | None = None
     shape: tuple[int, ...] | None = None
@@ -46,6 +41,11 @@ class WeightAudit:
     mask_sparsity: float = 0.0
     kept_zeros: int = 0  # kept weights that are exactly zero (allowed; reported)
     problems: list[str] = field(default_factory=list)
+    expert: int | None = None  # one expert (index along the first axis) of a fused 3-D parameter
+
+    @property
+    def key(self) -> str:
+        return self.parameter if self.expert is None else f"{self.parameter}[{self.expert}]"
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -73,6 +73,9 @@ class SparsityAudit:
         text = f"{ok}/{len(self.entries)} pruned weights verified in the file"
         if unused:
             text += f", {unused} not used by the exported outputs"
+        folded = sum(e.status == "folded" for e in self.entries)
+        if folded:
+            text += f", {folded} folded into constants by the exporter"
         if self.failures:
             text += f", {len(self.failures)} FAILED"
         return text
@@ -80,7 +83,7 @@ class SparsityAudit:
     def __str__(self) -> str:
         lines = [f"sparsity audit: {self.summary()}"]
         for e in self.failures:
-            lines.append(f"  FAIL {e.parameter} ({e.initializer or 'not located'}): " + "; ".join(e.problems))
+            lines.append(f"  FAIL {e.key} ({e.initializer or 'not located'}): " + "; ".join(e.problems))
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -92,13 +95,16 @@ def audit_sparsity(
     records: Iterable[PrunedWeight] | Mapping[str, PrunedWeight],
     weights: Mapping[str, torch.Tensor] | None = None,
     unused: Iterable[str] = (),
+    folded: Iterable[str] = (),
 ) -> SparsityAudit:
     """Check that every pruned weight in an ONNX file is zero exactly where its mask prunes.
 
     For each record: the weight is located (see :func:`locate_pruned_weights`); every pruned position must be
     exactly 0 in the file; kept positions must equal ``weights`` (if given); ``d_in`` must be the reduction
     axis of every consuming MatMul/Gemm; and for N:M patterns every block of M along that axis holds at most N
-    non-zeros. ``unused``: parameters known not to feed the exported outputs (reported, not failed).
+    non-zeros. ``unused``: parameters known not to feed the exported outputs; ``folded``: parameters applied to
+    constants only, whose products the exporter folded into constants (both reported, not failed). A record
+    of one expert of a fused parameter is checked on that expert's slice of the 3-D tensor.
     """
     if isinstance(model, (str, Path)):
         base_dir = Path(model).parent
@@ -109,24 +115,36 @@ def audit_sparsity(
     index = GraphIndex(model, base_dir)
     metadata = read_sparsity_metadata(model).get(METADATA_SPARSITY)
     locations = locate_pruned_weights(index, records, weights, metadata)
-    unused = set(unused)
+    unused, folded = set(unused), set(folded)
     entries = []
-    for rec in records:
-        loc = locations[rec.name]
-        w = weights.get(rec.name) if weights is not None else None
-        entries.append(_audit_one(index, rec, loc, w, rec.name in unused))
+    pending: dict[str, int] = {}
+    for loc in locations.values():
         if loc is not None:
-            index.forget(loc.source)  # keep memory flat on large models
+            pending[loc.source] = pending.get(loc.source, 0) + 1
+    for rec in records:
+        loc = locations[rec.key]
+        w = weights.get(rec.name) if weights is not None else None
+        absent = "unused" if rec.name in unused else ("folded" if rec.name in folded else None)
+        entries.append(_audit_one(index, rec, loc, w, absent))
+        if loc is not None:
+            pending[loc.source] -= 1
+            if not pending[loc.source]:
+                index.forget(loc.source)  # keep memory flat on large models (experts share one 3-D source)
     return SparsityAudit(entries)
 
 
-def _audit_one(index: GraphIndex, rec: PrunedWeight, loc: Location | None, weight, unused: bool) -> WeightAudit:
+def _audit_one(index: GraphIndex, rec: PrunedWeight, loc: Location | None, weight, absent: str | None
+               ) -> WeightAudit:
     mask_user = rec.user_mask.cpu().numpy()
-    entry = WeightAudit(rec.name, rec.pattern, "ok", mask_sparsity=float(1.0 - mask_user.mean()))
+    entry = WeightAudit(rec.name, rec.pattern, "ok", mask_sparsity=float(1.0 - mask_user.mean()), expert=rec.expert)
     if loc is None:
-        if unused:
+        if absent == "unused":
             entry.status = "unused"
             entry.problems.append("not in the graph: the exported outputs do not use this parameter")
+        elif absent == "folded":
+            entry.status = "folded"
+            entry.problems.append("folded into a constant by the exporter: it is applied to constants only, so the "
+                                  "file holds its product, not the weight (the output checks cover it)")
         else:
             entry.status = "FAIL"
             entry.problems.append(
@@ -139,7 +157,7 @@ def _audit_one(index: GraphIndex, rec: PrunedWeight, loc: Location | None, weigh
         entry.status = "FAIL"
         entry.problems.append(loc.error)
         return entry
-    arr = index.array(loc.source)
+    arr = record_view(index.array(loc.source), rec)
     view = user_view(arr, loc.in_axis)
     entry.shape, entry.in_axis = tuple(arr.shape), loc.in_axis
     entry.reduction_axes = sorted({op.reduction_axis for op in loc.operands})
@@ -154,7 +172,7 @@ def _audit_one(index: GraphIndex, rec: PrunedWeight, loc: Location | None, weigh
             f"(value {view[r, c]:.6g})"
         )
     if weight is not None:
-        w = weight.detach().cpu()
+        w = rec.stored(weight.detach().cpu())
         W_user = (w.T if rec.transposed else w).numpy()
         differs = view[mask_user] != W_user[mask_user]
         if np.any(differs):
@@ -201,7 +219,9 @@ def sparsity_metadata(audit: SparsityAudit) -> dict[str, str]:
     for e in audit.entries:
         if e.initializer is None:
             continue
-        per_init[e.initializer] = {
+        extra = {} if e.expert is None else {"expert": e.expert, "initializer": e.initializer}
+        per_init[e.initializer if e.expert is None else f"{e.initializer}[{e.expert}]"] = {
+            **extra,
             "parameter": e.parameter,
             "pattern": e.pattern,
             "sparsity": round(e.sparsity, 6) if e.sparsity is not None else None,

@@ -34,6 +34,8 @@ from .adapter import (
     ExportError,
     call_model,
     dynamic_axes,
+    eager_attention,
+    exportable_experts,
     hf_call_kwargs,
     is_hf_model,
     max_positions,
@@ -134,7 +136,8 @@ def _translate(ep: torch.export.ExportedProgram, input_names: Sequence[str], out
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(ep, (), dynamo=True, opset_version=opset, input_names=list(input_names),
-                                        output_names=list(output_names), optimize=True, verbose=False)
+                                        output_names=list(output_names), optimize=True, verbose=False,
+                                        custom_translation_table={torch.ops.aten._is_all_true.default: _is_all_true})
     except Exception as exc:
         op = _unsupported_operator(exc, ep)
         if op is not None:
@@ -144,6 +147,25 @@ def _translate(ep: torch.export.ExportedProgram, input_names: Sequence[str], out
             ) from exc
         raise ExportError(f"the ONNX exporter failed ({type(exc).__name__}): {_first_lines(str(exc))}") from exc
     return program.model_proto
+
+
+def _is_view_failure(exc: BaseException) -> bool:
+    """Whether an export error comes from a view the decomposition cannot take ("Cannot view a tensor …")."""
+    seen = exc
+    while seen is not None:
+        if "Cannot view a tensor" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _is_all_true(x):
+    """``aten._is_all_true`` (the argument of transformers' ``torch_compilable_check`` assertions) in ONNX."""
+    from onnxscript import BOOL, INT32
+    from onnxscript import opset18 as op
+
+    flat = op.Reshape(x, op.Constant(value_ints=[-1]))
+    return op.Cast(op.ReduceMin(op.Cast(flat, to=INT32.dtype), keepdims=0), to=BOOL.dtype)
 
 
 def _first_lines(text: str, n: int = 6) -> str:
@@ -164,11 +186,14 @@ def _check_records(model: nn.Module, records: Sequence[PrunedWeight]) -> dict[st
     weights = {}
     for rec in records:
         if rec.name not in params:
-            raise ExportError(f"mask for {rec.name!r}: the model has no such parameter (masks from another model?)")
-        if tuple(params[rec.name].shape) != tuple(rec.mask.shape):
-            raise ExportError(f"mask for {rec.name!r} has shape {tuple(rec.mask.shape)}, the parameter "
-                              f"{tuple(params[rec.name].shape)}")
-        weights[rec.name] = params[rec.name]
+            raise ExportError(f"mask for {rec.key!r}: the model has no such parameter (masks from another model?)")
+        param = params[rec.name]
+        if rec.expert is not None and (param.dim() != 3 or not 0 <= rec.expert < param.shape[0]):
+            raise ExportError(f"mask for {rec.key!r}: {rec.name} {tuple(param.shape)} has no expert {rec.expert}")
+        if tuple(rec.stored(param).shape) != tuple(rec.mask.shape):
+            raise ExportError(f"mask for {rec.key!r} has shape {tuple(rec.mask.shape)}, the parameter "
+                              f"{tuple(rec.stored(param).shape)}")
+        weights[rec.name] = param
     return weights
 
 
@@ -213,7 +238,7 @@ def export_onnx(
     named, positional = named_inputs(model, example_inputs, hf)
     axes = dynamic_axes(named, dynamic)
     call_kwargs = hf_call_kwargs(model, hf)
-    with _eval_mode(model), AtomicOutput(path) as out:
+    with _eval_mode(model), exportable_experts(model), AtomicOutput(path) as out:
         t0 = time.perf_counter()
         with torch.no_grad():
             eager = call_model(model, named, positional, call_kwargs)
@@ -221,14 +246,29 @@ def export_onnx(
         output_names = list(output_tensors(eager, fields))
         del eager
         adapter = ExportAdapter(model, list(named), call_kwargs, fields, positional).eval()
-        ep = _capture(adapter, widen_unit_axes(named, axes), list(named), axes, max_sizes(model, hf))
-        unused = _unused_parameters(ep)
-        proto = _translate(ep, list(named), output_names, opset)
-        del ep
+
+        def capture_and_translate():
+            ep = _capture(adapter, widen_unit_axes(named, axes), list(named), axes, max_sizes(model, hf))
+            return _unused_parameters(ep), _folded_parameters(ep), _translate(ep, list(named), output_names, opset)
+
+        note = None
+        try:
+            unused, folded, proto = capture_and_translate()
+        except ExportError as exc:
+            if not _is_view_failure(exc):
+                raise
+            with eager_attention(model) as changed:
+                if not changed:
+                    raise
+                unused, folded, proto = capture_and_translate()
+            note = ("exported with transformers' eager attention (the same function): torch.export's decomposition "
+                    "of this model's sdpa attention fails (a view of a transposed tensor)")
         strip_prefix(proto, _WRAPPER_PREFIX)
         rename_dims(proto, axes)
         report = _describe(proto, path)
-        _finish_proto(proto, report, records, weights, unused, compact)
+        if note:
+            report.notes.append(note)
+        _finish_proto(proto, report, records, weights, unused, compact, folded)
         too_big = tensor_bytes(proto) > PROTOBUF_LIMIT_BYTES - EXTERNAL_MARGIN
         if too_big and external_data is False:
             raise ExportError(f"the model's weights ({megabytes(tensor_bytes(proto))}) exceed the 2 GB protobuf limit; "
@@ -240,7 +280,7 @@ def export_onnx(
         report.file_bytes = final.stat().st_size + (report.external_data.stat().st_size if report.external_data else 0)
         if verify:
             _verify(report, model, adapter, named, axes, output_names, records, weights, unused, rtol, atol,
-                    verify_inputs, providers)
+                    verify_inputs, providers, folded)
         else:
             report.verified = False
     if verbose:
@@ -275,12 +315,13 @@ def _describe(proto: onnx.ModelProto, path: Path) -> ExportReport:
 
 
 def _finish_proto(proto: onnx.ModelProto, report: ExportReport, records: Sequence[PrunedWeight],
-                  weights: Mapping[str, torch.Tensor], unused: set[str], compact: bool) -> None:
+                  weights: Mapping[str, torch.Tensor], unused: set[str], compact: bool,
+                  folded: set[str] = frozenset()) -> None:
     """Name the pruned weights, store sparse ones compactly (if asked), and write the sparsity metadata."""
     audit = None
     if records:
         restore_weight_names(proto, records, weights)
-        audit = audit_sparsity(proto, records, weights, unused)  # of the dense graph: gives the metadata
+        audit = audit_sparsity(proto, records, weights, unused, folded)  # of the dense graph: gives the metadata
 
     def write_metadata() -> None:
         set_metadata(proto, sparsity_metadata(audit) if audit is not None else {"swappass.version": __version__})
@@ -315,12 +356,33 @@ def _unused_parameters(ep: torch.export.ExportedProgram) -> set[str]:
     return out
 
 
+def _folded_parameters(ep: torch.export.ExportedProgram) -> set[str]:
+    """Parameters applied to constants only (every node reading one depends on no user input), e.g. DeBERTa-v2's
+    ``pos_key_proj`` on its relative position embeddings: the exporter folds their products into constants, so the
+    file holds the product, not the weight (the outputs still verify it)."""
+    users_inputs = set(ep.graph_signature.user_inputs)
+    live: set[str] = set()  # nodes that depend on a user input
+    for node in ep.graph.nodes:
+        if node.op == "placeholder":
+            if node.name in users_inputs:
+                live.add(node.name)
+        elif any(a.name in live for a in node.all_input_nodes):
+            live.add(node.name)
+    out = set()
+    placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+    for placeholder, fqn in ep.graph_signature.inputs_to_parameters.items():
+        users = placeholders[placeholder].users if placeholder in placeholders else {}
+        if users and not any(u.name in live for u in users):
+            out.add(fqn[len(_WRAPPER_PREFIX):] if fqn.startswith(_WRAPPER_PREFIX) else fqn)
+    return out
+
+
 def _vi_dims(vi: onnx.ValueInfoProto) -> list:
     return [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
 
 
 def _verify(report: ExportReport, model, adapter, named, axes, output_names, records, weights, unused, rtol, atol,
-            verify_inputs, providers) -> None:
+            verify_inputs, providers, folded=frozenset()) -> None:
     import onnxruntime as ort
 
     t0 = time.perf_counter()
@@ -329,7 +391,7 @@ def _verify(report: ExportReport, model, adapter, named, axes, output_names, rec
     report.rtol = d_rtol if rtol is None else rtol
     report.atol = d_atol if atol is None else atol
     if records:
-        report.audit = audit_sparsity(report.path, records, weights, unused)
+        report.audit = audit_sparsity(report.path, records, weights, unused, folded)
     try:
         session = ort.InferenceSession(str(report.path), providers=list(providers))
     except Exception as exc:

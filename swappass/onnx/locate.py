@@ -12,6 +12,11 @@ parameter is matched to a source by name (exact, ``NAME.T``, or a dotted suffix 
 Orientation convention: the user-view mask is ``d_out × d_in`` (True = keep); ``in_axis`` is the axis of the
 source tensor that holds ``d_in``. For a correct graph it is the reduction axis of every consumer, which is also
 where N:M blocks must lie for sparse tensor cores.
+
+Mixture-of-experts weights: a fused 3-D parameter ``(E, d_out, d_in)`` is exported (batched matmuls) as a 3-D
+initializer that a ``Gather`` / ``GatherND`` along its first axis feeds to a ``MatMul``. Such an operand has
+``expert_axis`` 0; a record of one expert (:attr:`swappass.core.masks.PrunedWeight.expert`) is the slice
+``source[e]`` of it, and ``in_axis`` / ``reduction_axis`` are axes of that 2-D slice.
 """
 from __future__ import annotations
 
@@ -25,21 +30,23 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from ..core.masks import PrunedWeight
+from ..core.masks import PrunedWeight, weight_key
 
-__all__ = ["WeightOperand", "GraphIndex", "Location", "locate_pruned_weights", "user_view"]
+__all__ = ["WeightOperand", "GraphIndex", "Location", "locate_pruned_weights", "user_view", "record_view"]
 
 _PASS_THROUGH = ("Identity", "Cast")
 
 
 @dataclass
 class WeightOperand:
-    """A constant 2-D operand of a MatMul/Gemm, traced back to its source tensor."""
+    """A constant 2-D operand of a MatMul/Gemm (or expert slices of a 3-D constant gathered for a MatMul), traced
+    back to its source tensor."""
 
     source: str  # name of the initializer / computed value holding the tensor
     storage: str  # "initializer" | "sparse_initializer" | "computed"
-    reduction_axis: int  # axis of the *source* tensor that the consumer reduces over
+    reduction_axis: int  # axis of the *source* tensor (of one expert's slice) that the consumer reduces over
     consumer: str  # e.g. "MatMul node_linear_3"
+    expert_axis: int | None = None  # 0: a 3-D source whose experts a Gather picks along its first axis
 
 
 class GraphIndex:
@@ -131,6 +138,9 @@ class GraphIndex:
                 attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
                 for idx, value in enumerate(node.input[:2]):
                     if value not in self.constants:
+                        if node.op_type == "MatMul" and (hit := self._trace_gathered(value, idx)) is not None:
+                            label = f"{node.op_type} {node.name or node.output[0]}"
+                            self._operands.append(WeightOperand(hit[0], self.storage(hit[0]), hit[1], label, 0))
                         continue
                     if node.op_type == "MatMul":
                         axis = 1 if idx == 0 else 0  # A (…, K) reduces over its last axis, B (K, N) over its first
@@ -143,6 +153,28 @@ class GraphIndex:
                         label = f"{node.op_type} {node.name or node.output[0]}"
                         self._operands.append(WeightOperand(source, self.storage(source), src_axis, label))
         return self._operands
+
+    def _trace_gathered(self, value: str, idx: int) -> tuple[str, int] | None:
+        """(source, reduction axis of one expert's slice) when a MatMul operand is ``Gather(W, ids)`` along the
+        first axis of a 3-D constant ``W`` (batched expert matmuls), else None. A batched operand A ``(S, M, K)``
+        reduces over its last axis (slice axis 1), B ``(S, K, N)`` over its second to last (slice axis 0)."""
+        while value in self.producer and self.nodes[self.producer[value]].op_type in _PASS_THROUGH:
+            value = self.nodes[self.producer[value]].input[0]
+        if value not in self.producer:
+            return None
+        node = self.nodes[self.producer[value]]
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        along_first = (node.op_type == "Gather" and attrs.get("axis", 0) == 0) or (
+            node.op_type == "GatherND" and attrs.get("batch_dims", 0) == 0)
+        if not along_first or node.input[0] not in self.constants:
+            return None
+        source = node.input[0]
+        while source in self.producer and self.nodes[self.producer[source]].op_type in _PASS_THROUGH:
+            source = self.nodes[self.producer[source]].input[0]
+        shape = self.shape(source)
+        if shape is not None and len(shape) != 3:
+            return None
+        return source, 1 if idx == 0 else 0
 
     def _trace_to_source(self, value: str, axis: int) -> tuple[str, int] | None:
         while value not in self.initializers and value not in self.sparse_initializers:
@@ -203,6 +235,11 @@ def user_view(array: np.ndarray, in_axis: int) -> np.ndarray:
     return array if in_axis == 1 else array.T
 
 
+def record_view(array: np.ndarray, rec: PrunedWeight) -> np.ndarray:
+    """The part of a source tensor that holds ``rec``: the tensor, or ``array[expert]`` for one expert."""
+    return array[rec.expert] if rec.expert is not None and array.ndim == 3 else array
+
+
 def _kept_values_equal(array: np.ndarray, in_axis: int, W_user: np.ndarray, mask_user: np.ndarray) -> bool:
     view = user_view(array, in_axis)
     if view.shape != W_user.shape:
@@ -234,25 +271,29 @@ def locate_pruned_weights(
     ``weights``: parameter name -> PyTorch tensor (stored orientation); enables matching by value and settles
     the orientation of square weights. ``metadata``: the ``swappass.sparsity`` map of a file written by
     :func:`swappass.export_onnx` (initializer -> {"parameter", "in_axis", ...}).
+    Results are keyed by :attr:`~swappass.core.masks.PrunedWeight.key` (``NAME[e]`` for one expert of a fused
+    parameter, whose location is a 3-D source with ``expert_axis`` operands).
     """
-    by_source: dict[str, list[WeightOperand]] = {}
+    operands: dict[bool, dict[str, list[WeightOperand]]] = {False: {}, True: {}}
     for op in index.weight_operands():
-        by_source.setdefault(op.source, []).append(op)
-    meta_by_param = {v["parameter"]: (k, v) for k, v in (metadata or {}).items() if "parameter" in v}
-    by_value = _ValueFinder(index, by_source)
+        operands[op.expert_axis is not None].setdefault(op.source, []).append(op)
+    meta_by_key = {weight_key(v["parameter"], v.get("expert")): (v.get("initializer", k), v)
+                   for k, v in (metadata or {}).items() if "parameter" in v}
+    finders = {flag: _ValueFinder(index, by_source, flag) for flag, by_source in operands.items()}
     found: dict[str, Location | None] = {}
     for rec in records:
+        by_source = operands[rec.expert is not None]
         mask_user = rec.user_mask.cpu().numpy()
         W_user = None
         if weights is not None and rec.name in weights:
-            w = weights[rec.name].detach().cpu()
+            w = rec.stored(weights[rec.name].detach().cpu())
             W_user = (w.T if rec.transposed else w).numpy()
-        loc = _locate_by_name(index, by_source, rec.name, mask_user, W_user, meta_by_param.get(rec.name))
+        loc = _locate_by_name(index, by_source, rec, mask_user, W_user, meta_by_key.get(rec.key))
         if loc is None and W_user is not None:
-            hit = by_value.find(W_user, mask_user)
+            hit = finders[rec.expert is not None].find(W_user, mask_user, rec.expert)
             if hit is not None:
                 loc = Location(hit[0], index.storage(hit[0]), hit[1], by_source[hit[0]], "value")
-        found[rec.name] = loc
+        found[rec.key] = loc
     return found
 
 
@@ -265,8 +306,9 @@ class _ValueFinder:
     """Finds a parameter's tensor among the weight sources by value: by exact content first (one pass over the
     initializers, hashed), else by its kept weights alone (a file whose pruned positions were altered)."""
 
-    def __init__(self, index: GraphIndex, by_source: Mapping[str, list[WeightOperand]]) -> None:
-        self.index, self.sources = index, list(by_source)
+    def __init__(self, index: GraphIndex, by_source: Mapping[str, list[WeightOperand]], experts: bool = False
+                 ) -> None:
+        self.index, self.sources, self.experts = index, list(by_source), experts
         self._digests: dict[tuple, str] | None = None
 
     def _digest_map(self) -> dict[tuple, str]:
@@ -277,8 +319,11 @@ class _ValueFinder:
                     self._digests.setdefault(_digest(self.index.array(source, cache=False)), source)
         return self._digests
 
-    def find(self, W_user: np.ndarray, mask_user: np.ndarray) -> tuple[str, int] | None:
-        """(source, in_axis) of the tensor holding ``W_user`` (d_out × d_in) or its transpose, or None."""
+    def find(self, W_user: np.ndarray, mask_user: np.ndarray, expert: int | None = None) -> tuple[str, int] | None:
+        """(source, in_axis) of the tensor holding ``W_user`` (d_out × d_in) or its transpose (for an expert: in
+        the slice ``[expert]`` of a 3-D source), or None."""
+        if self.experts:
+            return self._find_expert(W_user, mask_user, expert)
         digests = self._digest_map()
         for axis, view in ((1, W_user), (0, W_user.T)):
             if _digest(view) in digests:
@@ -298,13 +343,33 @@ class _ValueFinder:
         return None
 
 
-def _locate_by_name(index, by_source, param, mask_user, W_user, meta) -> Location | None:
-    """The source named after ``param`` (or recorded for it in the metadata), with its orientation."""
+    def _find_expert(self, W_user: np.ndarray, mask_user: np.ndarray, expert: int | None) -> tuple[str, int] | None:
+        d_out, d_in = W_user.shape
+        for source in self.sources:
+            shape = self.index.shape(source)
+            if expert is None or (shape is not None and (expert >= shape[0] or sorted(shape[1:]) != sorted(W_user.shape))):
+                continue
+            try:
+                arr = self.index.array(source)
+            except Exception:  # cannot be computed: cannot hold this parameter's values either
+                continue
+            if arr.ndim != 3 or expert >= arr.shape[0]:
+                continue
+            for axis in _orientation(tuple(arr.shape[1:]), d_out, d_in):
+                if _kept_values_equal(arr[expert], axis, W_user, mask_user):
+                    return source, axis
+        return None
+
+
+def _locate_by_name(index, by_source, rec, mask_user, W_user, meta) -> Location | None:
+    """The source named after ``rec``'s parameter (or recorded for it in the metadata), with its orientation."""
+    param = rec.name
     d_out, d_in = mask_user.shape
 
     def shape_of(source):
         shape = index.shape(source)
-        return shape if shape is not None else tuple(index.array(source).shape)
+        shape = shape if shape is not None else tuple(index.array(source).shape)
+        return shape[1:] if rec.expert is not None else shape
 
     def settle(source, how, hint_axis=None):
         try:
@@ -315,7 +380,7 @@ def _locate_by_name(index, by_source, param, mask_user, W_user, meta) -> Locatio
         if not options:
             return None
         if len(options) > 1:  # square: decide by values, then metadata, then by where the mask's zeros are
-            arr = index.array(source)
+            arr = record_view(index.array(source), rec)
             if W_user is not None:
                 options = [a for a in options if _kept_values_equal(arr, a, W_user, mask_user)] or options
             if len(options) > 1 and hint_axis in options:

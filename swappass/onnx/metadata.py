@@ -2,7 +2,8 @@
 makes them from an audit), and reading them back.
 
 ``swappass.version``, ``swappass.pattern`` and ``swappass.sparsity`` (JSON keyed by initializer: the PyTorch
-``parameter``, ``pattern``, measured ``sparsity``, ``shape``, ``in_axis``, ``reduction_axis``, ``storage``).
+``parameter``, ``pattern``, measured ``sparsity``, ``shape``, ``in_axis``, ``reduction_axis``, ``storage``; one
+expert of a fused MoE parameter is keyed ``INITIALIZER[e]`` and adds ``expert`` and ``initializer``).
 """
 from __future__ import annotations
 

@@ -80,14 +80,15 @@ def rename_dims(model: onnx.ModelProto, axes: Mapping[str, Mapping[int, str]]) -
 def restore_weight_names(model: onnx.ModelProto, records: Sequence[PrunedWeight],
                           weights: Mapping[str, torch.Tensor]) -> None:
     """Name each pruned weight's initializer after its parameter: ``NAME`` when stored like the parameter,
-    ``NAME.T`` when the exporter stored its transpose (e.g. a folded ``Transpose`` feeding ``MatMul``)."""
+    ``NAME.T`` when the exporter stored its transpose (e.g. a folded ``Transpose`` feeding ``MatMul``). The
+    experts of a fused parameter share its 3-D initializer, which gets the parameter's name."""
     locations = locate_pruned_weights(GraphIndex(model), records, weights)
     taken, mapping = all_value_names(model), {}
     for rec in records:
-        loc = locations.get(rec.name)
+        loc = locations.get(rec.key)
         if loc is None or loc.storage != "initializer" or loc.source in mapping:
             continue
-        new = rec.name if (loc.in_axis == 1) != rec.transposed else rec.name + ".T"
+        new = rec.name if (loc.in_axis == 1) != rec.transposed or rec.expert is not None else rec.name + ".T"
         if new != loc.source and new not in taken:
             mapping[loc.source] = new
             taken.add(new)

@@ -96,7 +96,9 @@ def _compare_one(label, name, ref, out, rtol, atol, is_lm, mask) -> OutputCheck:
     check = OutputCheck(label, name, max_abs, max_abs / scale if scale else max_abs, tolerance,
                         max_abs <= tolerance, note=note)
     if is_lm and ref.ndim == 3:
-        keep = np.ones(ref.shape[:2], dtype=bool) if mask is None else mask.cpu().numpy().astype(bool)
+        keep = mask.cpu().numpy().astype(bool) if mask is not None else None
+        if keep is None or keep.shape != ref.shape[:2]:  # no mask, or the encoder's of an encoder-decoder
+            keep = np.ones(ref.shape[:2], dtype=bool)
         agree = (ref.argmax(-1) == out.argmax(-1))[keep]
         check.top1, check.top1_positions = float(agree.mean()) if agree.size else 1.0, int(agree.size)
     return check

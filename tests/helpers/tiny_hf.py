@@ -60,3 +60,25 @@ def outputs(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         out = model(input_ids=ids)
     return out.logits if hasattr(out, "logits") else out.last_hidden_state
+
+
+def build_moe(arch: str = "mixtral", experts: int = 4, top_k: int = 2, implementation: str | None = None,
+              seed: int = 0) -> torch.nn.Module:
+    """A tiny mixture-of-experts LM (``mixtral`` or ``qwen2_moe``: shared expert with a sigmoid gate), 2 layers,
+    hidden 32, expert FFN 64, fused 3-D expert weights; ``implementation``: transformers' experts_implementation."""
+    from transformers import MixtralConfig, MixtralForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+    torch.manual_seed(seed)
+    common = dict(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=LAYERS,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                  num_experts_per_tok=top_k)
+    if arch == "mixtral":
+        model = MixtralForCausalLM(MixtralConfig(num_local_experts=experts, **common))
+    elif arch == "qwen2_moe":
+        model = Qwen2MoeForCausalLM(Qwen2MoeConfig(num_experts=experts, moe_intermediate_size=FFN,
+                                                   shared_expert_intermediate_size=FFN, **common))
+    else:
+        raise ValueError(arch)
+    if implementation is not None:
+        model.set_experts_implementation(implementation)
+    return model.eval()

@@ -478,3 +478,42 @@ def test_a_batch_of_one_example_still_exports_dynamic_axes(tmp_path):
     assert {c.inputs for c in report.checks} == {"example 1×12", "second 2×15"}
     assert all(c.top1 == 1.0 for c in report.checks)
     assert report.outputs["logits"][:2] == ["batch", "sequence"]
+
+
+class CheckedNet(nn.Module):
+    """A runtime check on tensors (what transformers' torch_compilable_check records) and a Linear applied to a
+    constant (like DeBERTa-v2's pos_key_proj on its relative position embeddings)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.table = nn.Parameter(torch.randn(3, 8))
+        self.pos = nn.Linear(8, 8, bias=False)
+
+    def forward(self, x):
+        torch._assert_async(torch._is_all_true(torch.isfinite(x)))
+        return self.fc(x) + self.pos(self.table).sum(0)
+
+
+def test_runtime_checks_export_and_weights_applied_to_constants_are_reported_folded(tmp_path):
+    net = CheckedNet().eval()
+    mask = sp.warm_start(net.pos.weight.detach(), torch.eye(8), "2:4", "magnitude")
+    with torch.no_grad():
+        net.pos.weight.masked_fill_(~mask, 0)
+    report = sp.export_onnx(net, torch.randn(2, 3, 8), tmp_path / "m.onnx", verbose=False,
+                            masks=[PrunedWeight("pos.weight", mask, "2:4")])
+    assert report.passed
+    (entry,) = report.audit.entries
+    assert entry.status == "folded" and "folded into constants" in report.audit.summary()
+
+
+def test_dynamic_axes_of_decoder_image_and_audio_inputs():
+    from swappass.onnx.adapter import dynamic_axes
+
+    ids = torch.ones(2, 12, dtype=torch.long)
+    named = {"input_ids": ids, "decoder_input_ids": ids[:, :8], "pixel_values": torch.randn(2, 3, 16, 16),
+             "input_features": torch.randn(2, 16, 32)}
+    axes = dynamic_axes(named, True)
+    assert axes["input_ids"] == {0: "batch", 1: "sequence"}
+    assert axes["decoder_input_ids"] == {0: "batch", 1: "decoder_sequence"}
+    assert axes["pixel_values"] == {0: "batch"} and axes["input_features"] == {0: "batch"}
