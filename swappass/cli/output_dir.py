@@ -121,7 +121,10 @@ class RunDir:
         return None, False
 
     def _holds_other_files(self) -> bool:
-        return any(p.name not in _NOT_RUN_FILES and p.name != STAGING_DIR for p in self.path.iterdir())
+        """Whether the directory holds anything but swappass's own leftovers (an error log, a checkpoint or
+        staging folder or temporary file of a run killed before it recorded its recipe)."""
+        return any(p.name not in _NOT_RUN_FILES and not p.name.startswith((".swappass", f".{RUN_FILE}."))
+                   for p in self.path.iterdir())
 
     def inspect(self, recipe: dict, overwrite: bool = False) -> str:
         """``"new"``, ``"resume"`` or ``"complete"`` for a run with ``recipe``; raises :class:`RunDirError` when the
@@ -180,6 +183,8 @@ class RunDir:
             self.run_file.unlink()
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
         shutil.rmtree(self.staging_dir, ignore_errors=True)
+        for tmp in self.path.glob(f".{RUN_FILE}.*.tmp"):  # left by a write that was killed
+            tmp.unlink()
 
     # ------------------------------------------------------------------ writing the run's files
     def staging(self) -> Path:

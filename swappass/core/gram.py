@@ -1,7 +1,6 @@
 """Streaming Gram matrix ``G = sum_t x_t x_tᵀ`` of a layer's calibration inputs (never stores X)."""
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
@@ -11,7 +10,7 @@ from .streaming import StreamingStatistic
 __all__ = ["GramAccumulator", "gram_product", "gram_degeneracy", "COLLINEAR_TOLERANCE"]
 
 # ‖G‖_F² ≥ (1 − this)·(tr G)² counts as rank 1 (real data stays far below; rank 1 gives 1 up to round-off)
-COLLINEAR_TOLERANCE = 1e-4
+COLLINEAR_TOLERANCE = 1e-5
 
 
 def gram_product(x: torch.Tensor, tf32: bool = False) -> torch.Tensor:
@@ -120,11 +119,11 @@ def gram_degeneracy(G: torch.Tensor) -> str | None:
     if not trace > 0.0:
         return "all calibration inputs are zero: every mask has the same error (0), so the mask is arbitrary"
     if G.shape[0] > 1:
-        fro = float(torch.linalg.vector_norm(G))
-        if not math.isfinite(fro):  # squares beyond float32: the scaled copy has |entries| ≤ 1 (Cauchy–Schwarz)
+        rows = torch.linalg.vector_norm(G, dim=1).double()  # per row in G's dtype, summed in float64: accurate
+        if not bool(torch.isfinite(rows).all()):  # squares beyond float32: scaled, |entries| ≤ 1 (Cauchy–Schwarz)
             top = G.diagonal().abs().max()
-            fro = float(torch.linalg.vector_norm(G / top)) * float(top)
-        if fro * fro >= (1.0 - COLLINEAR_TOLERANCE) * trace * trace:
+            rows = torch.linalg.vector_norm(G / top, dim=1).double() * float(top)
+        if float((rows * rows).sum()) >= (1.0 - COLLINEAR_TOLERANCE) * trace * trace:
             return ("the calibration inputs are collinear, the same vector up to scale on every token: the mask fits "
                     "that one direction only")
     return None
