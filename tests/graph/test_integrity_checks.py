@@ -65,10 +65,10 @@ def test_degenerate_calibration_inputs_are_warned_about_and_noted(inputs, messag
     torch.manual_seed(0)
     with pytest.warns(CalibrationWarning, match=f"fc1: {message}") as caught:
         _, report = sp.sparsify(TwoLayers(), [inputs], pattern="0.5", max_iters=2, progress=False)
-    assert report["fc1"].status == "pruned" and report["fc1"].reason == f"warning: {message}"
+    assert report["fc1"].status == "pruned" and report["fc1"].reason.startswith(f"warning: {message}")
     # fc2 sees the same fc1 output on every token (its bias, or one vector): collinear as well
     assert [w for w in caught if "fc2: the calibration inputs are collinear" in str(w.message)]
-    assert report["fc2"].reason == "warning: the calibration inputs are collinear"
+    assert report["fc2"].reason.startswith("warning: the calibration inputs are collinear")
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", CalibrationWarning)  # real inputs: no warning
