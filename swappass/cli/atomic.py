@@ -8,11 +8,25 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_file", "write_json_atomic", "default_file_mode", "fsync_path"]
+__all__ = ["atomic_file", "write_json_atomic", "default_file_mode", "fsync_path", "storage_errno"]
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def storage_errno(exc: BaseException) -> int | None:
+    """The ``errno`` of a failed read or write: an ``OSError``'s, or the one safetensors' Rust writer reports
+    inside its ``SafetensorError`` message (``… (os error 28)``); None for anything else."""
+    if isinstance(exc, OSError):
+        return exc.errno
+    if type(exc).__name__ == "SafetensorError":
+        match = _OS_ERROR.search(str(exc))
+        return int(match.group(1)) if match else None
+    return None
 
 
 def default_file_mode() -> int:

@@ -20,6 +20,7 @@ from typing import Callable
 from ..core.errors import CheckError, InputError, NothingPrunedError, SwappassError
 from ..lm.errors import LMInputError
 from ..refine.distributed import DistributedError
+from .atomic import storage_errno
 
 __all__ = [
     "EXIT_OK", "EXIT_FAILED_CHECK", "EXIT_BAD_INPUT", "EXIT_NOTHING_PRUNED", "EXIT_INTERRUPTED", "ERROR_LOG",
@@ -36,7 +37,7 @@ ENVIRONMENT_ERRNOS = frozenset(
 
 
 def _environment_error(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and not isinstance(exc, SwappassError) and exc.errno in ENVIRONMENT_ERRNOS
+    return not isinstance(exc, SwappassError) and storage_errno(exc) in ENVIRONMENT_ERRNOS
 
 
 def exit_status(exc: BaseException) -> int:
@@ -85,15 +86,14 @@ def run_command(command: Callable[[], int], name: str, log_dir: Path | None = No
         prefix = "swappass: error" if status in (EXIT_BAD_INPUT, EXIT_NOTHING_PRUNED) else f"swappass {name}"
         print(f"{prefix}: {exc}", file=sys.stderr)
         return status
-    except OSError as exc:
+    except Exception as exc:
         if not _environment_error(exc):
             return _unexpected(exc, name, log_dir, debug)
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"swappass: error: cannot write or read{where}: {exc.strerror or exc}; free space, fix the permissions "
-              f"or choose another location", file=sys.stderr)
+        filename = getattr(exc, "filename", None)
+        where = f" {filename}" if filename else ""
+        print(f"swappass: error: cannot write or read{where}: {os.strerror(storage_errno(exc))}; free space, fix the "
+              f"permissions or choose another location", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except Exception as exc:
-        return _unexpected(exc, name, log_dir, debug)
 
 
 def _unexpected(exc: Exception, name: str, log_dir: Path | None, debug: bool) -> int:

@@ -25,8 +25,10 @@ fails all of them.
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import shlex
+import shutil
 import sys
 import time
 import warnings
@@ -51,6 +53,7 @@ from ..lm.models import load_model
 from ..onnx.adapter import ExportError
 from ..refine import distributed
 from . import ranks
+from .atomic import storage_errno
 from .checkpoint import LevelCheckpoints
 from .export import export_pruned_dir
 from .options import DTYPES
@@ -370,10 +373,13 @@ def _write_checkpoint(write, ckpt: LevelCheckpoints, what: str) -> None:
     """``write()``; a file system that refuses it becomes a :class:`RunDirError` saying what is kept."""
     try:
         write()
-    except OSError as exc:
+    except Exception as exc:
+        code = storage_errno(exc)
+        if code is None:
+            raise
         done = ckpt.finished_levels()
         kept = f"the {done} finished level(s) are kept" if done else "nothing was finished yet"
-        raise RunDirError(f"writing {what} to {ckpt.directory} failed ({exc.strerror or exc}); {kept}: free space "
+        raise RunDirError(f"writing {what} to {ckpt.directory} failed ({os.strerror(code)}); {kept}: free space "
                           f"(or fix the location) and run the same command again") from exc
 
 
@@ -387,10 +393,14 @@ def _save(opts: PruneOptions, run: RunDir, ckpt: LevelCheckpoints, model, tokeni
         names = write_model_files(run, model, tokenizer, report.pruned_weights())
     except PatternViolationError as exc:
         raise PatternViolationError(f"{exc}; nothing was written (the checkpoint in {ckpt.directory} is kept)") from exc
-    except OSError as exc:
+    except Exception as exc:
+        code = storage_errno(exc)
+        if code is None:
+            raise
+        shutil.rmtree(run.staging_dir, ignore_errors=True)  # the part written: give its space back
         need, what = output_bytes(model, opts.onnx, opts.refit != "none")
         raise RunDirError(
-            f"writing the model to {opts.out} failed ({exc.strerror or exc}); the checkpoint with all "
+            f"writing the model to {opts.out} failed ({os.strerror(code)}); the checkpoint with all "
             f"{ckpt.finished_levels()} levels is kept in {ckpt.directory}: free space (the run writes about "
             f"{format_bytes(need)}: {what}) and run the same command again, which only saves"
         ) from exc
