@@ -5,8 +5,9 @@ that changed under the same name.
   :func:`model_files`); a ``.gguf`` file: its SHA-256 (weights and tokenizer are inside). Both come before the
   model is loaded, through the digest cache (:func:`swappass.cli.digests.cached_file_sha256`), so that a model is
   hashed once per version of its files.
-* An alias or a hub id: known only once loaded: the digest of the model's state
-  (:func:`swappass.core.digests.state_sha256`) and of the tokenizer's saved files (:func:`loaded_fingerprint`).
+* An alias: its cached directory's files, once it is loaded (the directory exists from then on).
+* A hub id: known only once loaded: the digest of the model's state (:func:`swappass.core.digests.state_sha256`)
+  and of the tokenizer's saved files (:func:`loaded_fingerprint`).
 
 :func:`fingerprint_changes` lists what differs between two fingerprints, file by file.
 """

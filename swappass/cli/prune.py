@@ -307,7 +307,7 @@ def _prune(opts: PruneOptions, argv, recipe: dict, device: str, run: RunDir, sta
     notes: list[str] = []
     with _console_warnings(notes, group):
         model, tokenizer = ranks.everywhere(lambda: _load(opts, device, group), group, f"loading {opts.model}")
-        recipe = ranks.everywhere(lambda: complete_recipe(recipe, model, tokenizer), group, "fingerprinting the model")
+        recipe = ranks.everywhere(lambda: complete_recipe(recipe, model, tokenizer, opts.model), group, "fingerprinting the model")
         beyond = ranks.everywhere(lambda: check_positions(model, opts.seqlen), group, "checking --seqlen")
         if beyond is not None:
             warnings.warn(f"swappass: {beyond}", CalibrationWarning, stacklevel=1)

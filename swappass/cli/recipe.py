@@ -16,6 +16,7 @@ from ..core.patterns import parse_pattern
 from ..lm import data
 from ..lm.calibration import HF_PREFIX
 from ..lm.errors import DataNotFoundError
+from ..lm.models import ALIASES, smollm2_dir
 from ..methods.options import REFINE_METHODS, REFIT_METHODS, WARM_START_METHODS, check_prune_options
 from .digests import file_sha256
 from .fingerprint import file_fingerprint, loaded_fingerprint
@@ -79,11 +80,13 @@ def _model_identity(spec: str) -> str:
     return str(path.resolve()) if path.exists() else spec
 
 
-def complete_recipe(recipe: dict[str, Any], model, tokenizer) -> dict[str, Any]:
-    """The recipe with the loaded model's fingerprint where it had none (an alias or a hub id)."""
+def complete_recipe(recipe: dict[str, Any], model, tokenizer, spec: str | None = None) -> dict[str, Any]:
+    """The recipe with the loaded model's fingerprint where it had none: for the alias ``spec``, its cached
+    directory's files (the directory exists once loaded); for a hub id, the loaded state's digest."""
     if recipe.get("model_fingerprint") is not None:
         return recipe
-    return {**recipe, "model_fingerprint": loaded_fingerprint(model, tokenizer)}
+    fingerprint = file_fingerprint(str(smollm2_dir())) if spec in ALIASES else None  # the one alias
+    return {**recipe, "model_fingerprint": fingerprint or loaded_fingerprint(model, tokenizer)}
 
 
 def sparsify_extras(opts: PruneOptions) -> dict[str, Any]:

@@ -20,9 +20,9 @@ import torch
 from ..core.errors import CheckError, InputError
 from ..core.masks import MASKS_FILE, load_masks
 from ..lm.errors import LMInputError
-from ..lm.models import load_model
+from ..lm.models import ALIASES, load_model, smollm2_dir
 from .digests import file_digest
-from .fingerprint import fingerprint_changes, loaded_fingerprint
+from .fingerprint import file_fingerprint, fingerprint_changes, loaded_fingerprint
 from .options import DTYPES
 from .output_dir import RUN_FILE, RunDir, RunDirError
 from .saving import check_pruned_model, stage_model_files
@@ -63,7 +63,12 @@ def rebuild_model_files(run: RunDir, record: dict[str, Any], names: list[str], m
     except LMInputError as exc:
         raise InputError(str(exc)) from exc
     recorded = recipe.get("model_fingerprint") or {}
-    mine = loaded_fingerprint(model, tokenizer) if recorded.get("kind") == "state" else recorded  # files: checked
+    if model_spec in ALIASES:  # known only now that it is loaded
+        mine = file_fingerprint(str(smollm2_dir()))
+    elif recorded.get("kind") == "state":
+        mine = loaded_fingerprint(model, tokenizer)
+    else:
+        mine = recorded  # a local model's files were compared with the recipe before
     if mine != recorded:
         changes = fingerprint_changes(mine, recorded)
         raise RunDirError(f"cannot rebuild {', '.join(names)}: the model changed since the run ({'; '.join(changes)}); "

@@ -201,7 +201,7 @@ def test_replaced_model_is_refused_listing_what_changed(tiny, args, tmp_path, ca
 
 
 def test_replaced_model_known_only_once_loaded_is_refused(tiny, args, tmp_path, capsys, monkeypatch):
-    """An alias or a hub id has no files to hash before loading: its state digest is the fingerprint."""
+    """A hub id has no files to hash before loading: its loaded state's digest is the fingerprint."""
     import swappass.cli.recipe as recipe
 
     monkeypatch.setattr(recipe, "file_fingerprint", lambda spec: None)  # as for a hub id
