@@ -17,15 +17,18 @@ This module is the public face: every name here lives in one of the layers (``co
 """
 from .core.channelstats import ChannelStats
 from .core.errors import (
+    CalibrationWarning,
     CheckError,
     InputError,
     NoCalibrationDataError,
     NonFiniteActivationError,
+    NothingPrunedError,
+    PatternViolationError,
     SwappassError,
 )
 from .core.gram import GramAccumulator
 from .core.loss import layer_loss, reconstruction_loss
-from .core.masks import PrunedWeight, load_masks, save_masks
+from .core.masks import PrunedWeight, check_pruned_weight, load_masks, save_masks
 from .core.patterns import (
     NMSparsity,
     RowSparsity,
@@ -73,7 +76,8 @@ __all__ = [
     "SiteReport", "SparsifyReport", "sparsify", "dsnot_refine", "dsnot_skips", "PruneResult", "prune_weights",
     "RefitResult", "refit_weights", "SparseGPTResult", "sparsegpt_prune", "sparsegpt_warm_start", "warm_start",
     "warm_start_scores", "close_distributed", "init_distributed", "rank_device", "refine_mask", "RefineResult",
-    "refine_unstructured", *_ONNX_NAMES,
+    "refine_unstructured", "CalibrationWarning", "NothingPrunedError", "PatternViolationError", "check_pruned_weight",
+    *_ONNX_NAMES,
 ]
 
 

@@ -15,6 +15,7 @@ from ..lm.errors import DataNotFoundError, LMInputError
 from ..lm.models import load_model
 from .exits import EXIT_OK
 from .options import DTYPES, HelpFormatter, resolve_device
+from .preflight import check_positions
 
 __all__ = ["add_eval_parser", "run_eval", "evaluate_to_console"]
 
@@ -101,6 +102,9 @@ def evaluate_to_console(
     dev = resolve_device(device)
     path = _text_path(text)
     model, tokenizer = _load(model_spec, DTYPES[dtype], dev, "model")
+    beyond = check_positions(model, seqlen)  # raises where the positions are a learned table
+    if beyond is not None:
+        print(f"swappass: warning: {beyond}", file=sys.stderr, flush=True)
     try:
         windows = data.perplexity_windows(tokenizer, path, seqlen=seqlen, max_windows=max_windows)
     except ValueError as exc:

@@ -2,12 +2,16 @@
 
 Each command module contributes ``add_<command>_parser(subparsers)``, which defines its options and sets
 ``func(args) -> int`` as the parser default; :func:`main` runs it through :func:`swappass.cli.exits.run_command`,
-the one place that turns errors into exit statuses (0 done, 1 a check failed, 2 bad input, 130 interrupted).
+the one place that turns errors into exit statuses (0 done, 1 a check failed or an unexpected error, 2 bad input,
+3 nothing could be pruned, 130 interrupted). Every command takes ``--debug``: an unexpected error's traceback on
+stderr too (it always goes to ``swappass-error.log``: in ``--out`` for prune, beside the ``--out`` file for export,
+in the temporary directory for eval).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from ..core.version import __version__
@@ -30,7 +34,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_prune_parser(subparsers)
     add_eval_parser(subparsers)
     add_export_parser(subparsers)
+    for sub in subparsers.choices.values():
+        sub.add_argument("--debug", action="store_true",
+                         help="print the traceback of an unexpected error (it is always written to swappass-error.log)")
     return parser
+
+
+def _log_dir(args: argparse.Namespace) -> Path | None:
+    """Where an unexpected error's traceback goes: the prune run's directory, the exported file's directory."""
+    if args.command == "prune":
+        return Path(args.out)
+    if args.command == "export":
+        return Path(args.out).parent
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,4 +54,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # recorded by prune as the command line of the run
-    return run_command(lambda: args.func(args), args.command)
+    return run_command(lambda: args.func(args), args.command, _log_dir(args), debug=args.debug)

@@ -24,7 +24,8 @@ def add_prune_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
         "swappass_masks.safetensors, swappass.json with the recipe and the per-site report). Interrupted runs "
         "resume: run the same command again. Launched by torchrun (torchrun --nproc-per-node N -m swappass prune …), "
         "the ranks split the 1-swap refinement and rank 0 writes the single-process result. Exit status: 0 done, "
-        "1 ONNX verification failed, 2 bad input, 130 interrupted.",
+        "1 a check failed (ONNX verification) or an unexpected error (traceback in OUT/swappass-error.log), 2 bad "
+        "input, 3 nothing could be pruned, 130 interrupted.",
         formatter_class=HelpFormatter,
     )
     p.add_argument("model", help="Hugging Face model directory, .gguf file, hub id, or the alias smollm2-135m")

@@ -2,10 +2,11 @@
 
 :func:`check_options` validates the options before any work (no model is loaded, nothing is written) and returns
 the recipe that :mod:`swappass.cli.output_dir` compares with the run already in ``--out`` (resume or refuse).
+The recipe holds the model's fingerprint (:mod:`swappass.cli.fingerprint`): the digests of a local model's files
+from the start, an alias's or hub model's state digest once it is loaded (:func:`complete_recipe`).
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,16 +17,19 @@ from ..graph.blocks import CALIBRATION_ORDERS
 from ..lm import data
 from ..lm.calibration import HF_PREFIX
 from ..lm.errors import DataNotFoundError
+from ..lm.models import ALIASES, smollm2_dir
 from ..methods.options import (
     REFINE_METHODS,
     REFIT_METHODS,
     WARM_START_METHODS,
     check_prune_options,
 )
+from .digests import file_sha256
+from .fingerprint import file_fingerprint, loaded_fingerprint
 from .options import DTYPES, resolve_device
 from .plot import PlotError, require_matplotlib
 
-__all__ = ["PruneOptions", "check_options", "file_sha256", "sparsify_extras"]
+__all__ = ["PruneOptions", "check_options", "complete_recipe", "sparsify_extras"]
 
 
 @dataclass
@@ -57,15 +61,6 @@ class PruneOptions:
     progress: bool = True
 
 
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB pieces)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _calib_identity(spec: str) -> tuple[str, str | None]:
     """(the spec as recorded, the text's SHA-256 for files) — raises for a missing file."""
     if spec in ("self", "wikitext2") or spec.startswith(HF_PREFIX):
@@ -91,6 +86,15 @@ def _calib_identity(spec: str) -> tuple[str, str | None]:
 def _model_identity(spec: str) -> str:
     path = Path(spec).expanduser()
     return str(path.resolve()) if path.exists() else spec
+
+
+def complete_recipe(recipe: dict[str, Any], model, tokenizer, spec: str | None = None) -> dict[str, Any]:
+    """The recipe with the loaded model's fingerprint where it had none: for the alias ``spec``, its cached
+    directory's files (the directory exists once loaded); for a hub id, the loaded state's digest."""
+    if recipe.get("model_fingerprint") is not None:
+        return recipe
+    fingerprint = file_fingerprint(str(smollm2_dir())) if spec in ALIASES else None  # the one alias
+    return {**recipe, "model_fingerprint": fingerprint or loaded_fingerprint(model, tokenizer)}
 
 
 def sparsify_extras(opts: PruneOptions) -> dict[str, Any]:
@@ -140,8 +144,10 @@ def check_options(opts: PruneOptions) -> dict[str, Any]:
             raise InputError(f"--plot: {exc}") from exc
     _check_methods(opts, pattern)
     calib, calib_sha = _calib_identity(opts.calib)
+    fingerprint = file_fingerprint(opts.model)
     return {
         "model": _model_identity(opts.model),
+        **({"model_fingerprint": fingerprint} if fingerprint is not None else {}),
         "pattern": str(pattern),
         "warm_start": opts.warm_start,
         "iters": opts.iters,

@@ -7,10 +7,15 @@
 
 Errors of one kind subclass these (:class:`NonFiniteActivationError`, ``CaptureError``, ``ExportError`` …), so
 that callers can catch the kind they handle and the command line still knows the exit status of each.
+:class:`NothingPrunedError` has an exit status of its own (3). :class:`CalibrationWarning` is the warning for
+calibration data that runs but says little (all-zero or collinear inputs of a site).
 """
 from __future__ import annotations
 
-__all__ = ["SwappassError", "InputError", "CheckError", "NonFiniteActivationError", "NoCalibrationDataError"]
+__all__ = [
+    "SwappassError", "InputError", "CheckError", "NonFiniteActivationError", "NoCalibrationDataError",
+    "PatternViolationError", "NothingPrunedError", "CalibrationWarning",
+]
 
 
 class SwappassError(Exception):
@@ -31,3 +36,18 @@ class NonFiniteActivationError(InputError, FloatingPointError):
 
 class NoCalibrationDataError(InputError, RuntimeError):
     """A statistic or a site was used before any calibration input reached it (the message names it)."""
+
+
+class PatternViolationError(CheckError):
+    """A pruned weight breaks its sparsity pattern or its mask (a kept count, an N:M block, a non-zero where the
+    mask prunes, a non-finite value); the message names the parameter and the first offending row or block."""
+
+
+class NothingPrunedError(InputError):
+    """Every selected site was skipped (the pattern fits none of them); the message gives the reason per kind of
+    site (command line: exit status 3, nothing is written)."""
+
+
+class CalibrationWarning(UserWarning):
+    """Calibration data that runs but cannot inform a mask: a site whose inputs are all zero or all collinear
+    (the same vector up to scale on every token)."""

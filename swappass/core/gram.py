@@ -7,7 +7,10 @@ import torch
 
 from .streaming import StreamingStatistic
 
-__all__ = ["GramAccumulator", "gram_product"]
+__all__ = ["GramAccumulator", "gram_product", "gram_degeneracy", "COLLINEAR_TOLERANCE"]
+
+# ‖G‖_F² ≥ (1 − this)·(tr G)² counts as rank 1 (real data stays far below; rank 1 gives 1 up to round-off)
+COLLINEAR_TOLERANCE = 1e-5
 
 
 def gram_product(x: torch.Tensor, tf32: bool = False) -> torch.Tensor:
@@ -95,3 +98,32 @@ class GramAccumulator(StreamingStatistic):
 
     def __repr__(self) -> str:
         return f"GramAccumulator({self.name!r}, d_in={self.d_in}, tokens={self.tokens}, dtype={self.dtype})"
+
+
+@torch.no_grad()
+def gram_degeneracy(G: torch.Tensor) -> str | None:
+    """Why the Gram matrix ``G`` (``d_in × d_in``, the sum of ``x xᵀ`` over calibration tokens) cannot inform a
+    mask, or None when it can: ``"<what>: <what it means>"``.
+
+    * all zero (``tr G = 0``): every input was zero, every mask has the same error (zero), and the masks are
+      decided by index ties;
+    * rank 1 (``‖G‖_F² = (tr G)²``, Cauchy–Schwarz equality for a positive semidefinite matrix): every token's
+      input is the same vector up to scale (e.g. constant activations, or a text of one repeated token), so the
+      mask fits that one direction only.
+
+    O(d_in²); no copy of G unless its squared entries overflow float32.
+    """
+    if G.is_complex() or G.numel() == 0:
+        return None
+    trace = float(G.diagonal().sum(dtype=torch.float64))
+    if not trace > 0.0:
+        return "all calibration inputs are zero: every mask has the same error (0), so the mask is arbitrary"
+    if G.shape[0] > 1:
+        rows = torch.linalg.vector_norm(G, dim=1).double()  # per row in G's dtype, summed in float64: accurate
+        if not bool(torch.isfinite(rows).all()):  # squares beyond float32: scaled, |entries| ≤ 1 (Cauchy–Schwarz)
+            top = G.diagonal().abs().max()
+            rows = torch.linalg.vector_norm(G / top, dim=1).double() * float(top)
+        if float((rows * rows).sum()) >= (1.0 - COLLINEAR_TOLERANCE) * trace * trace:
+            return ("the calibration inputs are collinear, the same vector up to scale on every token: the mask fits "
+                    "that one direction only")
+    return None

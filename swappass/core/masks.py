@@ -17,9 +17,10 @@ from typing import Iterable, Mapping
 
 import torch
 
-from .patterns import parse_pattern
+from .errors import InputError, PatternViolationError
+from .patterns import PatternLike, parse_pattern
 
-__all__ = ["PrunedWeight", "save_masks", "load_masks", "weight_key", "MASKS_FILE"]
+__all__ = ["PrunedWeight", "save_masks", "load_masks", "check_pruned_weight", "weight_key", "MASKS_FILE"]
 
 MASKS_FILE = "swappass_masks.safetensors"
 
@@ -61,6 +62,58 @@ class PrunedWeight:
     def check(self) -> None:
         """Raise ``ValueError`` if the mask violates its pattern."""
         parse_pattern(self.pattern).check_mask(self.user_mask, where=self.key)
+
+    def check_weight(self, weight: torch.Tensor) -> None:
+        """Raise :class:`PatternViolationError` unless ``weight`` (the whole stored parameter; for an expert, the
+        fused one) is pruned exactly as this record says (see :func:`check_pruned_weight`)."""
+        check_pruned_weight(self.stored(weight), self.mask, self.pattern, self.key, self.transposed)
+
+
+@torch.no_grad()
+def check_pruned_weight(
+    weight: torch.Tensor | None,
+    mask: torch.Tensor,
+    pattern: PatternLike,
+    name: str = "weight",
+    transposed: bool = False,
+) -> None:
+    """Check a pruned weight before it is written anywhere; raise :class:`PatternViolationError` naming ``name``.
+
+    ``mask`` is bool (True = keep) shaped like the stored parameter; ``transposed``: the parameter is stored
+    ``d_in × d_out`` (GPT-2's ``Conv1D``), so the pattern applies to ``mask.T``. Checked: the mask satisfies
+    ``pattern`` (every row's kept count, every N:M block, a layer budget's total) and, when ``weight`` (shaped
+    like the parameter) is given, the weight is finite and exactly zero wherever the mask prunes.
+    """
+    try:
+        spec = parse_pattern(pattern)
+    except InputError as exc:
+        raise PatternViolationError(f"{name}: its recorded pattern {pattern!r} is not a pattern ({exc})") from exc
+    if mask.dtype != torch.bool or mask.dim() != 2:
+        raise PatternViolationError(f"{name}: the mask is {mask.dtype} of shape {tuple(mask.shape)}, not 2-D bool")
+    user = mask.T if transposed else mask
+    problem = spec.shape_error(*user.shape) or spec.mask_error(user)
+    if problem is not None:
+        raise PatternViolationError(f"{name}: the mask breaks pattern {spec}: {problem}")
+    if weight is None:
+        return
+    if tuple(weight.shape) != tuple(mask.shape):
+        raise PatternViolationError(f"{name}: the weight has shape {tuple(weight.shape)}, its mask "
+                                    f"{tuple(mask.shape)}")
+    keep = mask.to(weight.device)
+    leaks = (weight != 0) & ~keep
+    if bool(leaks.any()):
+        where = [int(i) for i in leaks.nonzero()[0]]
+        row = where[1] if transposed else where[0]
+        raise PatternViolationError(
+            f"{name}: {int(leaks.sum())} weights are non-zero where the mask prunes (first at stored index "
+            f"{tuple(where)}, row {row}), so the weight breaks pattern {spec}"
+        )
+    if weight.is_floating_point() and bool(torch.isfinite(weight.sum())):
+        return  # a NaN or Inf makes the sum non-finite (a sum that overflows is checked element by element)
+    bad = ~torch.isfinite(weight)
+    if bool(bad.any()):
+        raise PatternViolationError(f"{name}: the pruned weight has a non-finite value at "
+                                    f"{tuple(int(i) for i in bad.nonzero()[0])}")
 
 
 def save_masks(records: Iterable[PrunedWeight], path: str | Path) -> Path:

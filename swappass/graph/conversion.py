@@ -1,8 +1,11 @@
 """``convert``: choose the masks of every observed group and write the pruned weights into the model.
 
 Each Gram group's statistics go to :func:`swappass.methods.prune_step.prune_weights` (warm start, refinement,
-optional refit); the result is written into the user's own parameters in place (the model object needs no
-swappass to run afterwards) and into the group's report rows; then the group's statistics are freed.
+optional refit); the result is checked against its pattern and mask (:func:`swappass.core.masks.check_pruned_weight`)
+before it is written into the user's own parameters in place (the model object needs no swappass to run
+afterwards) and into the group's report rows; then the group's statistics are freed. A group whose calibration
+inputs cannot inform a mask (all zero, or collinear) gets a :class:`~swappass.core.errors.CalibrationWarning` and a
+note in its report rows.
 
 An expert that no calibration token reached has no statistics: it keeps the magnitude mask of the pattern (no
 refinement, no refit; its losses are 0 on the empty calibration set) and its report row says so. Any other
@@ -11,12 +14,16 @@ group without calibration data is an error.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from ..core.errors import InputError, NoCalibrationDataError
+from ..core.errors import CalibrationWarning, InputError, NoCalibrationDataError
+from ..core.gram import gram_degeneracy
+from ..core.masks import check_pruned_weight, weight_key
+from ..core.patterns import SparsityPattern
 from ..methods.options import check_prune_options
 from ..methods.prune_step import prune_weights
 from .prepared import PreparedModel
@@ -92,11 +99,16 @@ def convert_groups(
                 f"{group.key}: no calibration data reached these sites; call the prepared model on calibration "
                 f"inputs before convert"
             )
+        degenerate = None
         if obs.tokens == 0:
             results, used = _unrouted_expert(group, prepared, on), "magnitude"
             stats = {"tokens": 0}
         else:
             stats, used = obs.statistics(), warm_start
+            degenerate = gram_degeneracy(stats["G"])
+            if degenerate is not None:
+                warnings.warn(f"swappass: {group.key}: {degenerate}; check the calibration data", CalibrationWarning,
+                              stacklevel=2)
             results = prune_weights(
                 [s.user_weight() for s in group.sites], stats["G"], prepared.pattern,
                 warm_start=warm_start, refine=prepared.refine, refit=prepared.refit, max_iters=max_iters,
@@ -104,8 +116,11 @@ def convert_groups(
                 group=process_group, refit_rounds=prepared.refit_rounds,
             )
         for site, res in zip(group.sites, results):
-            stored = write_back(site, res.mask, res.weight)
-            prepared.row(site.name).record(res, used, int(stats["tokens"]), stored)
+            stored = write_back(site, res.mask, res.weight, prepared.pattern)
+            row = prepared.row(site.name)
+            row.record(res, used, int(stats["tokens"]), stored)
+            if degenerate is not None:
+                row.reason = "; ".join(filter(None, (row.reason, f"warning: {degenerate.split(': ')[0]}")))
             prepared.report.settings.setdefault("backend", res.info.get("backend"))
             bar.update(1)
         obs.release()
@@ -128,17 +143,25 @@ def _unrouted_expert(group: GramGroup, prepared: PreparedModel, device) -> list:
 
 
 @torch.no_grad()
-def write_back(site: Site, mask: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+def write_back(site: Site, mask: torch.Tensor, weight: torch.Tensor | None,
+               pattern: SparsityPattern | str | None = None) -> torch.Tensor:
     """Write the pruned weight into the user's parameter in place (for an expert site: into its slice of the
     fused parameter); returns the mask as stored (bool, shaped like :meth:`Site.stored`).
 
-    ``mask`` (and ``weight``, the refitted values, or None for mask only) are ``d_out × d_in``.
+    ``mask`` (and ``weight``, the refitted values, or None for mask only) are ``d_out × d_in``. With ``pattern``,
+    the mask (and the refitted weight) are checked first (:func:`swappass.core.masks.check_pruned_weight`, raising
+    :class:`~swappass.core.errors.PatternViolationError`): nothing is written when they do not hold.
     """
     param = site.stored()
     stored_mask = (mask.T if site.transposed else mask).to(param.device)
-    if weight is None:
+    new = None
+    if weight is not None:
+        new = (weight.T if site.transposed else weight).to(device=param.device, dtype=param.dtype)
+        new = new.masked_fill(~stored_mask, 0)
+    if pattern is not None:
+        check_pruned_weight(new, stored_mask, pattern, weight_key(site.param_name, site.expert), site.transposed)
+    if new is None:
         param.masked_fill_(~stored_mask, 0)
     else:
-        new = (weight.T if site.transposed else weight).to(device=param.device, dtype=param.dtype)
-        param.copy_(new.masked_fill(~stored_mask, 0))
+        param.copy_(new)
     return stored_mask

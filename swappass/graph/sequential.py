@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 from tqdm.auto import tqdm
 
+from ..core.digests import state_sha256
 from ..core.errors import InputError, NonFiniteActivationError
 from ..core.patterns import PatternLike, parse_pattern
 from ..core.validate import check_count
@@ -91,11 +92,13 @@ def sparsify(
         observer: custom observer factory (see :mod:`swappass.graph.observers`).
         method: capture method (``"auto"``, ``"export"``, ``"symbolic_trace"``).
         progress: show tqdm progress bars (levels, calibration items, sites).
-        checkpoint: called with a :class:`LevelState` after each level is pruned (e.g. to save it to disk).
+        checkpoint: called with a :class:`LevelState` after each level is pruned (e.g. to save it to disk); the
+            state records the digest of the dense model's state (:func:`swappass.core.digests.state_sha256`).
         resume: the states of the first levels of an earlier, interrupted run with the same model, calibration
             data and options: those levels are not pruned again; their weights are restored and, where later
             levels need them, their activations recomputed through the restored weights. The result is the
-            same as an uninterrupted run.
+            same as an uninterrupted run. A state made from other dense weights (its recorded digest differs),
+            for other sites, or with a mask that breaks its pattern is refused (:class:`~swappass.InputError`).
         group: a ``torch.distributed`` process group (e.g. from :func:`swappass.init_distributed`):
             every rank runs this same call (same model, calibration data, settings) and each refines a slice of
             every site's rows; all ranks end with the same pruned model, bit for bit the single-process one.
@@ -113,6 +116,8 @@ def sparsify(
     order = calibration_order(sequential)
     refit = check_prune_options(pattern, warm_start, refine, refit, max_iters, refit_rounds)
     check_count(batch_size, "batch_size", minimum=1)
+    resume = list(resume)
+    dense_sha256 = state_sha256(model) if checkpoint is not None or resume else None
     if device is not None:
         model.to(device)
     dev = model_device(model)
@@ -132,7 +137,7 @@ def sparsify(
         prepared.refit_rounds = refit_rounds
         _capture_all(prepared, calls)
         calibrate_and_convert(prepared, calls, dev, warm_start, max_iters, backend, device, progress,
-                               checkpoint, list(resume), group=group)
+                               checkpoint, resume, group=group, model_sha256=dense_sha256)
         prepared.remove_observers()
     finally:
         model.train(was_training)
@@ -196,17 +201,19 @@ def calibrate_and_convert(
     checkpoint: Callable[[LevelState], None] | None = None,
     resume: Sequence[LevelState] = (),
     group: torch.distributed.ProcessGroup | None = None,
+    model_sha256: str | None = None,
 ) -> None:
     """Stage by stage over all calibration items, pruning each level's groups right after its stage.
 
     The first ``len(resume)`` levels are restored from ``resume`` instead of pruned; their stages run only if a
     later level still has to be calibrated. In the ``"block"`` order a level is a block, calibrated dense: its
-    stage runs again once it is pruned, so that later blocks read its pruned outputs.
+    stage runs again once it is pruned, so that later blocks read its pruned outputs. ``model_sha256``: the dense
+    model's state digest, checked against the resume states' and recorded in the new ones.
     """
     work = [[prepared.graph_for(args, kwargs), (args, kwargs)] for args, kwargs in calls]
     n_levels = prepared.num_levels
     groups = prepared.groups
-    check_resume(resume, groups, n_levels)
+    check_resume(resume, groups, n_levels, model_sha256)
     done = len(resume)
     dense_stages = prepared.order == "block"
     level_bar = tqdm(range(n_levels), desc="swappass levels", unit="level", disable=not progress or n_levels < 2)
@@ -228,7 +235,7 @@ def calibrate_and_convert(
         convert_groups(prepared, level_groups, warm_start, max_iters, backend, device, progress,
                        desc=f"prune level {k}", process_group=group)
         if checkpoint is not None:
-            checkpoint(level_state(prepared, k, level_groups, before))
+            checkpoint(level_state(prepared, k, level_groups, before, model_sha256))
         if dense_stages:
             _set_observers(prepared, level_groups, enabled=False)
             _run_stage(work, k, inputs_device, progress, "recompute", drop=True)

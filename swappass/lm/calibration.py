@@ -14,6 +14,7 @@ Texts are cut like Wanda's loaders (:func:`swappass.lm.data.calibration_windows`
 from __future__ import annotations
 
 import inspect
+import warnings
 from pathlib import Path
 
 import torch
@@ -21,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import data, models
-from .errors import CalibrationError
+from .errors import CalibrationError, CalibrationTextWarning
 
 __all__ = ["CalibrationError", "calibration_set", "sample_sequences", "describe_source", "HF_PREFIX"]
 
@@ -76,11 +77,28 @@ def calibration_set(
     ids = data.tokenize(tokenizer, text)
     n = ids.shape[1]
     if n <= seqlen + 1:
+        shorter = f" or --seqlen {n - 2} or less" if n - 2 >= 2 else ""  # a window needs seqlen + 2 tokens
         raise CalibrationError(
             f"the calibration text {where} has {n} tokens, too few for one window of {seqlen} tokens; use a longer "
-            f"text or --seqlen {max(n - 2, 2)} or less"
+            f"text{shorter}"
         )
+    _warn_if_one_token(ids, where, tokenizer)
     return data.calibration_windows(tokenizer, text=text, nsamples=nsamples, seqlen=seqlen, seed=seed)
+
+
+def _warn_if_one_token(ids: torch.Tensor, where: str, tokenizer) -> None:
+    """A :class:`CalibrationTextWarning` when the whole text is one token id repeated."""
+    first = int(ids[0, 0])
+    if bool((ids == first).all()):
+        try:
+            shown = f" {tokenizer.decode([first])!r}"
+        except Exception:  # a tokenizer that cannot decode one id: the id says enough
+            shown = ""
+        warnings.warn(
+            f"the calibration text {where} tokenizes to one token repeated (id {first}{shown}): every window is the "
+            f"same token, so the inputs of the first layers are the same vector on every token; use real text",
+            CalibrationTextWarning, stacklevel=3,
+        )
 
 
 def _hub_text(spec: str, max_chars: int) -> str:

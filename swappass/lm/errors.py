@@ -3,7 +3,7 @@
 (:mod:`swappass.cli.exits`), like every other bad input."""
 from __future__ import annotations
 
-__all__ = ["LMInputError", "ModelLoadError", "DataNotFoundError", "CalibrationError"]
+__all__ = ["LMInputError", "ModelLoadError", "DataNotFoundError", "CalibrationError", "CalibrationTextWarning"]
 
 
 class LMInputError(Exception):
@@ -20,3 +20,7 @@ class DataNotFoundError(LMInputError, FileNotFoundError):
 
 class CalibrationError(LMInputError, ValueError):
     """The calibration source is missing, unusable or too small; the message says what to change."""
+
+
+class CalibrationTextWarning(UserWarning):
+    """A calibration text that can be used but says little (it tokenizes to one repeated token)."""

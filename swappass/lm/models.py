@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from .errors import ModelLoadError
+from .model_checks import check_gguf_file, check_model_dir, translated_load_errors
 
 __all__ = [
     "cache_dir", "fetch_smollm2", "smollm2_dir", "load_model", "hub_reachable", "ALIASES", "ModelLoadError",
@@ -266,17 +267,23 @@ def load_model(spec: str | Path, dtype: torch.dtype = torch.float32, device: str
     text = str(spec)
     if text in ALIASES:
         path = smollm2_dir()
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        with translated_load_errors(f"{text} (cached in {path}; delete that directory to convert it again)"):
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
     elif text.endswith(".gguf"):
         if not Path(text).is_file():
             raise ModelLoadError(f"GGUF file {text} does not exist")
-        model, tokenizer = _load_gguf(Path(text), dtype)
+        check_gguf_file(Path(text))
+        with translated_load_errors(text):
+            model, tokenizer = _load_gguf(Path(text), dtype)
     elif Path(text).is_dir():
         if not (Path(text) / "config.json").exists():
             raise ModelLoadError(f"{text} is a directory but holds no config.json (not a Hugging Face model directory)")
-        model = load_pretrained(text, dtype)
-        tokenizer = load_tokenizer(text)
+        check_model_dir(Path(text))
+        with translated_load_errors(text):
+            model = load_pretrained(text, dtype)
+        with translated_load_errors(text, "tokenizer"):
+            tokenizer = load_tokenizer(text)
     else:
         looks_like_path = text.startswith((".", "/", "~")) or os.sep in text.strip("/").replace("/", "", 1)
         if looks_like_path or text.count("/") > 1:

@@ -30,9 +30,15 @@ def test_level_checkpoint_round_trip_with_changed_weights(tmp_path):
     model = build("gpt2")
     restored_name = state.rows[0].param
     states[1] = back[1]
-    states[1].weights[restored_name] = torch.full(dict(model.named_parameters())[restored_name].shape, 0.25)
+    mask = states[1].rows[0].mask()
+    refitted = torch.full(dict(model.named_parameters())[restored_name].shape, 0.25) * mask
+    states[1].weights[restored_name] = refitted
     sp.sparsify(model, calib(2), pattern="2:4", max_iters=2, progress=False, resume=states[:2])
-    assert torch.all(dict(model.named_parameters())[restored_name] == 0.25)
+    assert torch.equal(dict(model.named_parameters())[restored_name].detach(), refitted)
+    # a saved weight that is non-zero where its mask prunes is refused before anything is written
+    states[1].weights[restored_name] = torch.full_like(refitted, 0.25)
+    with pytest.raises(sp.InputError, match="resume state of level 1 is damaged.*non-zero where the mask prunes"):
+        sp.sparsify(build("gpt2"), calib(2), pattern="2:4", max_iters=2, progress=False, resume=states[:2])
 
 
 def test_resume_state_from_another_model_is_refused():

@@ -85,3 +85,18 @@ def test_gram_tf32_option_changes_nothing_on_cpu():
     fast.update(x)
     assert torch.equal(exact.G, fast.G)
     assert torch.equal(exact.G, x.float().T @ x.float())
+
+
+def test_gram_degeneracy_names_zero_and_collinear_inputs_only():
+    from swappass.core.gram import gram_degeneracy
+
+    torch.manual_seed(0)
+    assert gram_degeneracy(torch.zeros(8, 8)).startswith("all calibration inputs are zero")
+    direction = torch.randn(1, 8)
+    for scale in (1.0, 1e12):  # squares beyond float32 too
+        x = direction.repeat(50, 1) * torch.rand(50, 1) * scale
+        assert gram_degeneracy(x.T @ x).startswith("the calibration inputs are collinear")
+    x = torch.randn(50, 8)
+    assert gram_degeneracy(x.T @ x) is None
+    x[:, 0] *= 30  # one dominant channel is not degenerate
+    assert gram_degeneracy(x.T @ x) is None
