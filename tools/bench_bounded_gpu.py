@@ -2,6 +2,11 @@
 
     python tools/bench_bounded_gpu.py --device cuda                      # LLaMA-3.1-8B shapes, 1 random block
     python tools/bench_bounded_gpu.py --device cpu --tiny --iters 3      # the script end to end (Triton interpreter)
+    python tools/bench_bounded_gpu.py --device cuda --widths 576,1024,2048,4096   # where the bound starts to pay
+
+With ``--widths``, each width is one synthetic group instead (4096 rows, G from 16384 correlated random tokens),
+after one warm-up iteration of both loops (the kernels compiled for that width), to place
+:data:`swappass.kernels.gpu.BOUND_MIN_D_IN`.
 
 One decoder block of a randomly initialised LLaMA-3.1-8B-shaped model (bf16) is calibrated on ``--nsamples`` ×
 ``--seqlen`` random tokens (one-shot, float32 Gram matrices); each of its four Gram groups (q/k/v, o, gate/up,
@@ -49,6 +54,17 @@ def gram_groups(args) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     return out
 
 
+def synthetic_groups(args) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(name, W, G) for each of ``--widths``: 4096 random rows, G of correlated heavy-tailed random tokens."""
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for d in (int(w) for w in args.widths.split(",")):
+        mix = torch.randn(d, d, generator=g) / d ** 0.5 + torch.eye(d)
+        X = mix @ (torch.randn(d, 16384, generator=g) * torch.rand(d, 1, generator=g).pow(2).add(0.05))
+        out.append((f"d_in={d}", torch.randn(4096, d, generator=g).to(args.device), (X @ X.T).to(args.device)))
+    return out
+
+
 def timed(fn):
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -67,19 +83,24 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--resync", type=int, default=16)
     ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--widths", default=None, help="comma-separated input widths (synthetic groups)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     dev = torch.device(args.device)
     name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu (Triton interpreter)"
     print(f"device {name}; torch {torch.__version__}; {args.iters} iterations from Wanda at 60% per row", flush=True)
     rows = []
-    for group, W, G in gram_groups(args):
+    for group, W, G in (synthetic_groups(args) if args.widths else gram_groups(args)):
         Gs = (G + G.T) / 2
         mask = sp.warm_start(W, Gs, "0.6", "wanda")
         make = make_gluon_search if gluon_available(dev) else make_triton_search  # Triton: the interpreter on CPU
         dense_search = make(sp.parse_pattern("0.6"), Gs)
         loop = BoundedRowLoop(Gs)
         fused = type("Bounded", (), {"refine_batch": loop.refine_batch})()
+        if args.widths:  # compile both loops' kernels for this width first
+            refine_batch_device(W, mask.clone(), Gs, dense_search, 1, 1e-6, args.resync)
+            refine_batch(W, mask.clone(), Gs, type("Warm", (), {"refine_batch": BoundedRowLoop(Gs).refine_batch})(),
+                         1, 1e-6, args.resync)
         k_dense, k_bound = mask.clone(), mask.clone()
         t_dense, (s_dense, it_dense) = timed(
             lambda: refine_batch_device(W, k_dense, Gs, dense_search, args.iters, 1e-6, args.resync))

@@ -83,6 +83,19 @@ final_b)  # carry .payload_b right after final_a: SmolLM2's real pass, dense dev
   need_model
   timeout 500 python3 tools/bench_bounded_smollm2.py 2>&1 | grep -v Warning | tee "$OUT/smollm2_bounded.txt" | tail -8
   ;;
+final_c)  # carry .payload_a: the merged tree's CUDA tests, and where the bound-pruned loop starts to pay
+  timeout 200 python3 -m pytest -q -rfE --tb=short -p no:cacheprovider -m "not slow" tests/kernels \
+      tests/refine/test_refine_mask.py tests/graph/test_experts.py tests/graph/test_pass.py 2>&1 \
+      | tee "$OUT/pytest_merged.txt" | tail -12
+  timeout 200 python3 tools/bench_bounded_gpu.py --device cuda --widths 576,1024,1536,2048,3072,4096 --iters 20 \
+      --json "$OUT/bounded_widths.json" 2>&1 | tee "$OUT/bounded_widths.txt" | tail -9
+  ;;
+final_d)  # carry .payload_b right after final_c: SmolLM2's pass with the width rule (auto) against the dense loop
+  need_model
+  sed -e 's/for flag in ("0", "1")/for flag in ("0", "auto")/' -e 's/res\["1"\]/res["auto"]/g' \
+      tools/bench_bounded_smollm2.py > /tmp/bench_auto.py
+  timeout 300 python3 /tmp/bench_auto.py 2>&1 | grep -v Warning | tail -4 | tee "$OUT/smollm2_auto.txt"
+  ;;
 stash)
   ls -l /tmp/sw
   ;;

@@ -2,7 +2,8 @@
 
 The kernel modules import Triton at module level, so they are imported only when a search is made. For per-row
 patterns in float32 the search also carries the bound-pruned refinement loop (:mod:`swappass.kernels.gpu_bounded`:
-the same swaps, fewer pairs scored); ``SWAPPASS_GPU_BOUND=0`` turns it off (the dense device loop).
+the same swaps, fewer pairs scored); ``SWAPPASS_GPU_BOUND=0`` turns it off (the dense device loop),
+``=1`` uses it also below :data:`BOUND_MIN_D_IN`.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import torch
 from ..core.patterns import NMSparsity, RowSparsity, SparsityPattern
 from .torch_search import SearchFn, nm_diag_blocks
 
-__all__ = ["triton_available", "gluon_available", "make_triton_search", "make_gluon_search"]
+__all__ = ["triton_available", "gluon_available", "make_triton_search", "make_gluon_search", "use_bounded_loop",
+           "BOUND_MIN_D_IN"]
 
 
 def triton_available(device: torch.device) -> bool:
@@ -60,12 +62,25 @@ def _make_gpu_search(pattern: SparsityPattern, G: torch.Tensor, use_gluon: bool)
             return triton_search.row_search(w, c, keep, Gf, gdiag, active=active)
 
     search.supports_active = True  # the device-side refinement loop may pass an `active` row flag
-    bounded = os.environ.get("SWAPPASS_GPU_BOUND", "1") != "0"
-    if bounded and isinstance(pattern, RowSparsity) and G.dtype == torch.float32:
+    if use_bounded_loop(pattern, G):
         from .gpu_bounded import BoundedRowLoop
 
         search.refine_batch = BoundedRowLoop(Gf).refine_batch  # the same swaps, bound-pruned (gpu_bounded.py)
     return search
+
+
+BOUND_MIN_D_IN = 2048
+"""Below this input width the bound-pruned loop's bookkeeping costs more than the pairs it skips (H200, 2026-12-03:
+SmolLM2's d_in 576/1536 took 1.27x the dense loop's time; LLaMA-8B's 4096/14336 2.6-5.6x less; docs/BENCHMARKS.md)."""
+
+
+def use_bounded_loop(pattern: SparsityPattern, G: torch.Tensor) -> bool:
+    """Whether the GPU search carries the bound-pruned loop: per-row patterns in float32 with d_in >=
+    :data:`BOUND_MIN_D_IN`; ``SWAPPASS_GPU_BOUND=0`` never, ``=1`` at every width."""
+    flag = os.environ.get("SWAPPASS_GPU_BOUND", "auto")
+    if flag == "0" or not isinstance(pattern, RowSparsity) or G.dtype != torch.float32:
+        return False
+    return flag == "1" or G.shape[0] >= BOUND_MIN_D_IN
 
 
 def make_triton_search(pattern: SparsityPattern, G: torch.Tensor) -> SearchFn:
