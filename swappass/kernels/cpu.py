@@ -281,16 +281,24 @@ class _CompiledSearch:
         return SwapChoice(delta, u, p)
 
     def refine_batch(
-        self, w: torch.Tensor, keep: torch.Tensor, G: torch.Tensor, max_iters: int, rtol: float, resync_every: int
+        self, w: torch.Tensor, keep: torch.Tensor, G: torch.Tensor, max_iters: int, rtol: float, resync_every: int,
+        terms: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, int]:
         """:func:`swappass.refine.loop.refine_batch` with the iterations between two exact re-derivations of c run in C++.
 
         Same decisions and roundings as the Python loop (tested against it): ``keep`` (R, d) is updated in
-        place; returns (swaps per row, iterations run). ``G`` is the matrix this search was made from.
+        place; returns (swaps per row, iterations run). ``G`` is the matrix this search was made from;
+        ``terms``: ``(c, loss)`` of ``keep`` already computed by the caller (as the Python loop takes them).
         """
         wc, kc = self._inputs(w, None, keep)
         R = wc.shape[0]
-        c, loss = row_errors(wc, kc, G)  # in row tiles, exactly as refine_batch
+        if terms is None:
+            c, loss = row_errors(wc, kc, G)  # in row tiles, exactly as refine_batch
+        else:
+            c, loss = terms
+            if not (c.is_contiguous() and loss.is_contiguous() and c.dtype == loss.dtype == self.dtype
+                    and c.shape == wc.shape and loss.shape == (R,)):
+                raise InputError(f"cpu refine_batch: terms must be contiguous {self.dtype} ({R}, {self.d}) and ({R},)")
         swaps = torch.zeros(R, dtype=torch.long)
         searches = torch.zeros(R, dtype=torch.long)
         active = torch.ones(R, dtype=torch.uint8)

@@ -519,16 +519,22 @@ Choice<T> scan_blocks(const T* GT, int64_t nb, int64_t m, int64_t nbp, const NMS
   return best;
 }
 
+// Per-lane running best of a row scanned vector by vector: lane l holds the best (score, u, j) over the u of
+// lane l seen so far (u ascending, so a strict comparison keeps the lowest u of a tie).
+template <typename T> struct LaneBest {
+  typename Vec<T>::type v;
+  typename Vec<T>::itype u, j;
+};
+
 // One vector of L inputs (L / M whole blocks): lane x scores u = x against every p = J-th input of its block,
-// J ascending (the lane's partners are picked by an in-register shuffle); u == p scores +inf. Updates best
-// in ascending lane order, so ties go to the lowest u, then the lowest p.
+// J ascending (the lane's partners are picked by an in-register shuffle); u == p scores +inf. Each lane's best
+// is merged into acc without leaving the registers (no per-lane branch); ties keep the lower p, then the lower u.
 template <typename T, int M, size_t... Js>
-inline void scan_lanes(const T* w, const T* c, const uint8_t* k, const T* g, const T* Gj, int64_t ldg, int64_t x0,
-                       Choice<T>& best, std::index_sequence<Js...>) {
+inline void scan_lanes(const T* w, const T* c, const uint8_t* k, const T* g, const T* Gj, int64_t ldg,
+                       typename Vec<T>::itype uv, LaneBest<T>& acc, std::index_sequence<Js...>) {
   using V = typename Vec<T>::type;
   using IV = typename Vec<T>::itype;
   using I = typename Vec<T>::ielem;
-  constexpr int L = lanes<T>();
   typename Vec<T>::btype kb;
   std::memcpy(&kb, k, sizeof(kb));
   const IV kept = __builtin_convertvector(kb, IV) != 0;
@@ -546,24 +552,29 @@ inline void scan_lanes(const T* w, const T* c, const uint8_t* k, const T* g, con
     bj = better ? (IV{} + I(j)) : bj;
   };
   (step(std::integral_constant<int, int(Js)>{}), ...);
-  for (int l = 0; l < L; ++l)
-    if (bv[l] < best.delta) {  // strict: a lower u keeps a tie
-      const int64_t u = x0 + l;
-      best = Choice<T>{bv[l], u, u / M * M + int64_t(bj[l])};
-    }
+  const IV better = bv < acc.v;  // strict: an earlier vector (a lower u of the lane) keeps a tie
+  acc.v = better ? bv : acc.v;
+  acc.u = better ? uv : acc.u;
+  acc.j = better ? bj : acc.j;
 }
 
 // Best pair of one row when a block never straddles two vectors (L % M == 0). Gj: (M, ldg) with
-// Gj[j][x] = G[x, (x / M) * M + j], zero padding for x >= d.
+// Gj[j][x] = G[x, (x / M) * M + j], zero padding for x >= d. The lanes' bests are reduced once at the end:
+// the lowest score, among equal scores the lowest u (and that u's lowest p) -- the choice of a scan of every
+// pair in ascending (u, p) order that keeps the first minimum.
 template <typename T, int M>
 Choice<T> scan_row_in_lanes(const T* wr, const T* cr, const uint8_t* kr, const T* gdiag, const T* Gj, int64_t d,
                             int64_t ldg) {
+  using IV = typename Vec<T>::itype;
+  using I = typename Vec<T>::ielem;
   constexpr int L = lanes<T>();
   static_assert(L % M == 0, "a block must fit in one vector");
-  Choice<T> best{inf<T>(), 0, 0};
+  IV uv;
+  for (int l = 0; l < L; ++l) uv[l] = I(l);
+  LaneBest<T> acc{splat<T>(inf<T>()), IV{}, IV{}};
   int64_t x0 = 0;
-  for (; x0 + L <= d; x0 += L)
-    scan_lanes<T, M>(wr + x0, cr + x0, kr + x0, gdiag + x0, Gj + x0, ldg, x0, best, std::make_index_sequence<M>{});
+  for (; x0 + L <= d; x0 += L, uv += I(L))
+    scan_lanes<T, M>(wr + x0, cr + x0, kr + x0, gdiag + x0, Gj + x0, ldg, uv, acc, std::make_index_sequence<M>{});
   if (x0 < d) {  // the last, partial vector: padding lanes are pruned zeros (a = +inf, whole blocks)
     T w[L] = {}, c[L] = {}, g[L] = {};
     uint8_t k[L] = {};
@@ -573,7 +584,14 @@ Choice<T> scan_row_in_lanes(const T* wr, const T* cr, const uint8_t* kr, const T
       g[x - x0] = gdiag[x];
       k[x - x0] = kr[x];
     }
-    scan_lanes<T, M>(w, c, k, g, Gj + x0, ldg, x0, best, std::make_index_sequence<M>{});
+    scan_lanes<T, M>(w, c, k, g, Gj + x0, ldg, uv, acc, std::make_index_sequence<M>{});
+  }
+  Choice<T> best{inf<T>(), 0, 0};
+  for (int l = 0; l < L; ++l) {
+    const T val = acc.v[l];
+    const int64_t u = int64_t(acc.u[l]);
+    if (val < best.delta || (val == best.delta && val < inf<T>() && u < best.u))
+      best = Choice<T>{val, u, u / M * M + int64_t(acc.j[l])};
   }
   return best;
 }
