@@ -15,6 +15,8 @@ from .eval import add_eval_parser
 from .exits import run_command
 from .export_command import add_export_parser
 from .prune_command import add_prune_parser
+from .threads import ThreadPolicy
+from .verbosity import configure_output
 
 __all__ = ["main", "build_parser"]
 
@@ -30,7 +32,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_prune_parser(subparsers)
     add_eval_parser(subparsers)
     add_export_parser(subparsers)
+    for command in subparsers.choices.values():
+        add_common_options(command)
     return parser
+
+
+def add_common_options(command: argparse.ArgumentParser) -> None:
+    """``--threads`` and ``--verbose``, which every command takes."""
+    command.add_argument("--threads", default="auto", metavar="N",
+                         help="CPU threads: a number, or auto (physical cores less those other processes keep busy, "
+                         "chosen at the start of each stage; OMP_NUM_THREADS, if set, fixes it)")
+    command.add_argument("--verbose", action="store_true",
+                         help="also show the libraries' own progress bars and notices (transformers, the ONNX "
+                         "exporter)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,4 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # recorded by prune as the command line of the run
-    return run_command(lambda: args.func(args), args.command)
+    configure_output(args.verbose)
+
+    def command() -> int:
+        args.thread_policy = ThreadPolicy.from_option(args.threads)  # bad --threads: exit 2 like other input
+        args.thread_policy.enter(args.command)  # prune sets its stages' own counts
+        return args.func(args)
+
+    return run_command(command, args.command)

@@ -47,6 +47,7 @@ from .options import DTYPES
 from .output_dir import RunDir
 from .plot import plot_reduction
 from .recipe import PruneOptions, check_options, sparsify_extras
+from .threads import ThreadPolicy
 
 __all__ = ["PruneOutcome", "prune_to_dir", "ONNX_FILE", "PLOT_FILE"]
 
@@ -193,7 +194,7 @@ def _reuse(run: RunDir, recipe: dict, out: Path) -> dict:
 def _finish(opts: PruneOptions, outcome: PruneOutcome, record: dict, run: RunDir
             ) -> tuple[bool | None, Path | None]:
     """Print the report, plot, export to ONNX (rank 0); (ONNX verification passed or None, the plot or None)."""
-    print(outcome.report)
+    print(outcome.report.table(opts.table))
     print(_summary(outcome.report, opts.out))
     plot = onnx_passed = None
     if opts.plot:
@@ -212,10 +213,12 @@ def _prune(opts: PruneOptions, argv, recipe: dict, device: str, run: RunDir, sta
            group) -> tuple[PruneOutcome, dict]:
     """Load, calibrate, claim the directory, prune with per-level checkpoints, save; (outcome, swappass.json)."""
     ckpt = LevelCheckpoints(run.checkpoint_dir)
+    threads = ThreadPolicy.from_option(opts.threads)
     timings, t = {}, time.perf_counter()
     model, tokenizer = ranks.everywhere(lambda: _load(opts, device, group), group, f"loading {opts.model}")
     timings["load"], t = time.perf_counter() - t, time.perf_counter()
     torch.manual_seed(opts.seed)
+    threads.enter("calibration")
     windows, cached = ranks.everywhere(lambda: _calibration(opts, ckpt, model, tokenizer, state == "resume", group),
                                   group, "calibration data")
     timings["calibration_data"], t = time.perf_counter() - t, time.perf_counter()
@@ -225,6 +228,7 @@ def _prune(opts: PruneOptions, argv, recipe: dict, device: str, run: RunDir, sta
     resume = ranks.everywhere(ckpt.load_levels, group, f"reading the checkpoint in {ckpt.directory}")
     if resume:
         _say(f"resuming: levels 0–{len(resume) - 1} are done (checkpoint in {ckpt.directory})", group)
+    threads.enter("pruning")
     try:
         report = _sparsify(opts, recipe, device, model, windows, ckpt, resume, group)
     except InputError:
@@ -235,6 +239,7 @@ def _prune(opts: PruneOptions, argv, recipe: dict, device: str, run: RunDir, sta
         raise
     timings["sparsify"] = time.perf_counter() - t
     record = _record(opts, argv, recipe, report, len(resume), 0.0, group)
+    record["threads"] = threads.to_dict()
     ranks.on_main(lambda: _save(opts, run, ckpt, model, tokenizer, report, record, timings, t0), group,
              f"writing {opts.out}")
     return PruneOutcome(opts.out, state, report, resumed_levels=len(resume)), record
@@ -297,6 +302,7 @@ def _export(opts: PruneOptions, record: dict) -> bool:
     if previous.get("passed") and path.is_file() and previous.get("file_bytes") == path.stat().st_size:
         _say(f"{path} was exported and verified before (passed)")
         return True
+    record.setdefault("threads", {})["export"] = ThreadPolicy.from_option(opts.threads).enter("export")
     bar = tqdm(total=1, desc="ONNX export + verification", unit="step", disable=not opts.progress)
     try:
         report = export_pruned_dir(opts.out, path, verbose=False)
