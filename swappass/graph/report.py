@@ -14,7 +14,7 @@ from ..core.loss import relative_reduction
 from ..core.masks import PrunedWeight
 from ..methods.prune_step import PruneResult
 
-__all__ = ["SiteReport", "SparsifyReport", "TABLE_STYLES", "TABLE_WIDTH", "AUTO_SITES_MAX"]
+__all__ = ["SiteReport", "SparsifyReport", "TABLE_STYLES", "TABLE_WIDTH", "AUTO_SITES_MAX", "projection_kind"]
 
 TABLE_STYLES = ("auto", "sites", "summary", "full")  # see SparsifyReport.table
 TABLE_WIDTH = 80  # columns of the "sites" and "summary" tables
