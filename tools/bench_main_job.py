@@ -5,11 +5,12 @@ more checkouts run alternately in the same session (so that they share the machi
     python tools/bench_main_job.py --baseline HEAD~1 --rounds 3       # previous commit vs this one, alternately
     python tools/bench_main_job.py --checkout /path/a --checkout .    # any checkouts
     python tools/bench_main_job.py --omp-threads 1 --extra --iters 10 # OMP_NUM_THREADS=1; append options
+    python tools/bench_main_job.py --omp-threads 1 2 unset --rounds 2 # thread-count variants, alternately
 
 The command is read from this checkout's README.md (the quick-start line that installs and runs `swappass
 prune`); only its `swappass prune ...` part runs (nothing is installed), with `--out` pointed to a temporary
 directory and `--no-progress`, as `python -m swappass` from each checkout (`PYTHONPATH` = the checkout), without
-`OMP_NUM_THREADS` unless `--omp-threads` is given. `--baseline REV` exports that revision of this repository
+`OMP_NUM_THREADS` unless `--omp-threads` is given (several values: one variant each; `unset` = none). `--baseline REV` exports that revision of this repository
 (`git archive`) into a temporary directory and runs it first in every round (the order alternates by round).
 Reported per run: the load average before it, the wall time of the whole command (process start to exit), the
 job's phases from `swappass.json` (model load, calibration data, pruning, saving, ONNX export and verification),
@@ -70,7 +71,7 @@ def _option(argv: list[str], name: str, default: int) -> int:
     return int(argv[argv.index(name) + 1]) if name in argv else default
 
 
-def run_once(checkout: Path, argv: list[str], omp_threads: int | None) -> dict:
+def run_once(checkout: Path, argv: list[str], omp_threads: str | None) -> dict:
     """One run of the job from ``checkout``; its timings and outcome."""
     with tempfile.TemporaryDirectory(prefix="swappass-main-job-") as tmp:
         out = Path(tmp) / "out"
@@ -78,8 +79,8 @@ def run_once(checkout: Path, argv: list[str], omp_threads: int | None) -> dict:
         cmd = [sys.executable, "-c", _RUNNER, str(rss_file), *with_out(argv, out)[1:], "--no-progress"]
         env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
         env["PYTHONPATH"] = str(checkout)
-        if omp_threads:
-            env["OMP_NUM_THREADS"] = str(omp_threads)
+        if omp_threads and omp_threads != "unset":
+            env["OMP_NUM_THREADS"] = omp_threads
         load = os.getloadavg()[0]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True)
@@ -93,7 +94,8 @@ def run_once(checkout: Path, argv: list[str], omp_threads: int | None) -> dict:
     timings = record.get("timings", {})
     tokens = _option(argv, "--nsamples", 128) * _option(argv, "--seqlen", 2048)
     res = {
-        "checkout": str(checkout), "load_avg_before": round(load, 2), "wall_s": wall,
+        "checkout": str(checkout), "omp_threads": omp_threads or "unset", "load_avg_before": round(load, 2),
+        "wall_s": wall,
         **{f"{k}_s": v for k, v in timings.items()},
         "onnx_export_s": onnx.get("export_seconds"), "onnx_verify_s": onnx.get("verify_seconds"),
         "onnx_passed": onnx.get("passed"), "peak_rss_gib": rss,
@@ -116,7 +118,8 @@ def main() -> None:
                     help="a checkout to run (repeatable; default: this one)")
     ap.add_argument("--baseline", metavar="REV", help="also run this revision of this repository (first)")
     ap.add_argument("--rounds", type=int, default=1, help="runs per checkout, alternating")
-    ap.add_argument("--omp-threads", type=int, default=None, help="set OMP_NUM_THREADS for every run")
+    ap.add_argument("--omp-threads", nargs="+", default=["unset"],
+                    help="OMP_NUM_THREADS of the runs: one variant per value ('unset': not set)")
     ap.add_argument("--json", type=Path, help="write every run's numbers here")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="options appended to the command")
     args = ap.parse_args()
@@ -128,24 +131,26 @@ def main() -> None:
             checkouts.insert(0, export_revision(args.baseline, Path(tmp)))
             print(f"baseline {args.baseline}: {checkouts[0]}", flush=True)
         runs: list[dict] = []
+        variants = [(c, t) for c in checkouts for t in args.omp_threads]
         for r in range(args.rounds):
-            order = checkouts if r % 2 == 0 else checkouts[::-1]
-            for checkout in order:
-                res = run_once(checkout, argv, args.omp_threads)
+            for checkout, threads in (variants if r % 2 == 0 else variants[::-1]):
+                res = run_once(checkout, argv, threads)
                 res["round"] = r
                 runs.append(res)
                 print(_fmt(res), flush=True)
-    print("\nmedian wall time per checkout (same session):")
+    print("\nmedian wall time per checkout and OMP_NUM_THREADS (same session):")
     medians = {}
-    for checkout in checkouts:
-        walls = [x["wall_s"] for x in runs if x["checkout"] == str(checkout)]
-        medians[str(checkout)] = statistics.median(walls)
-        print(f"  {checkout}: {medians[str(checkout)]:.1f} s over {len(walls)} run(s) "
-              f"({', '.join(f'{w:.1f}' for w in walls)})")
+    for checkout, threads in variants:
+        walls = [x["wall_s"] for x in runs if x["checkout"] == str(checkout) and x["omp_threads"] == threads]
+        medians[(checkout, threads)] = statistics.median(walls)
+        print(f"  {checkout} OMP_NUM_THREADS={threads}: {medians[(checkout, threads)]:.1f} s over {len(walls)} "
+              f"run(s) ({', '.join(f'{w:.1f}' for w in walls)})")
     if len(checkouts) > 1:
-        base = medians[str(checkouts[0])]
-        for checkout in checkouts[1:]:
-            print(f"  {checkout} vs {checkouts[0]}: x{base / medians[str(checkout)]:.2f}")
+        for threads in args.omp_threads:
+            base = medians[(checkouts[0], threads)]
+            for checkout in checkouts[1:]:
+                print(f"  OMP_NUM_THREADS={threads}: {checkout} vs {checkouts[0]}: "
+                      f"x{base / medians[(checkout, threads)]:.2f}")
     if args.json:
         args.json.write_text(json.dumps({"command": argv, "runs": runs}, indent=2) + "\n")
 

@@ -45,7 +45,7 @@ def test_prune_save_reload_eval_export(tiny, tmp_path, capsys):
     assert "mean relative error reduction" in printed and "PASSED" in printed  # and the ONNX report
     table = printed.split(" Linear weights pruned")[0].splitlines()[:-1]  # up to the totals line
     assert table[-1].startswith("14 pruned") and max(len(line) for line in table) <= 80
-    assert "Loading weights" not in captured.err and "torchvision" not in captured.err  # no third-party noise
+    assert "Loading weights" not in captured.err and "Writing model shards" not in captured.err  # no library bars
     assert json.loads((out / "swappass.json").read_text())["threads"]["pruning"] >= 1
 
     # plain transformers reloads the directory; the masks file describes the zeros exactly
