@@ -33,3 +33,22 @@ def test_nm_selection_is_the_stable_sort(n, m):
 def test_non_finite_scores_follow_the_sort():
     scores = torch.tensor([[1.0, float("nan"), 0.5, 2.0, float("nan"), float("nan"), 0.0, -float("inf")]])
     assert torch.equal(mask_from_scores(scores, "2:4"), sorted_nm_mask(scores, 2, 4))  # NaN sorts last
+
+
+@pytest.mark.parametrize("spec", ["0.6", "0.5", "0.1", "0.95"])
+def test_row_selection_is_the_stable_sort(spec):
+    g = torch.Generator().manual_seed(7)
+    cases = [torch.randn(23, 100, generator=g), torch.randint(0, 4, (23, 100), generator=g).float(),
+             torch.tensor([[0.0, -0.0] * 50]), torch.full((3, 100), 2.5)]
+    for scores in cases + [c.double() for c in cases]:
+        order = torch.sort(scores, dim=1, stable=True).indices
+        n_pruned = 100 - round(100 * (1 - float(spec)))
+        ref = torch.ones_like(scores, dtype=torch.bool)
+        ref.scatter_(1, order[:, :n_pruned], False)
+        assert torch.equal(mask_from_scores(scores, spec), ref)
+    nan = torch.randn(4, 100, generator=g)
+    nan[1, 3] = float("nan")
+    order = torch.sort(nan, dim=1, stable=True).indices
+    ref = torch.ones_like(nan, dtype=torch.bool)
+    ref.scatter_(1, order[:, :60], False)
+    assert torch.equal(mask_from_scores(nan, "0.6"), ref)
