@@ -61,6 +61,12 @@ def export_revision(rev: str, into: Path) -> Path:
     return target
 
 
+def executable(argv: list[str]) -> list[str]:
+    """``argv`` (starting with 'swappass') as `python -m swappass ...` of the interpreter running this script
+    (the checkout on ``PYTHONPATH`` is the one that runs)."""
+    return [sys.executable, "-m", "swappass", *argv[1:]]
+
+
 # `python -m swappass ARGS` that writes its own peak RSS (KiB) to argv[1] when it exits
 _RUNNER = ("import atexit, resource, runpy, sys; path = sys.argv.pop(1); atexit.register(lambda: open(path, 'w')"
            ".write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))); sys.argv[0] = 'swappass'; "
