@@ -1,7 +1,6 @@
 """Perplexity of a pruned model and how far it moved from the dense one (KL divergence, top-1 agreement).
 
-    python examples/evaluate_pruned.py smollm2-2of4 smollm2-135m --text ../shared/data/wikitext-2-raw/wiki.test.raw \
-        --seqlen 512 --max-windows 40
+    python examples/evaluate_pruned.py smollm2-2of4 smollm2-135m --seqlen 512 --max-windows 40
 
 The protocol is Wanda's / SparseGPT's: the text's rows joined with blank lines, tokenized once, cut into
 non-overlapping windows (remainder dropped); perplexity = exp(mean over windows of the mean next-token loss).
@@ -19,7 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("pruned", help="pruned model directory (or any model spec)")
     ap.add_argument("dense", help="the dense reference (directory, .gguf, hub id or alias)")
-    ap.add_argument("--text", default=None, help="text file (default: WikiText-2 raw test from the shared data)")
+    ap.add_argument("--text", default=None, help="text file (default: WikiText-2 raw test from a local data directory, the swappass cache "
+                    "or, once, the Hugging Face hub: swappass.lm.data.wikitext2_path)")
     ap.add_argument("--seqlen", type=int, default=512)
     ap.add_argument("--max-windows", type=int, default=40)
     args = ap.parse_args(argv)

@@ -19,6 +19,8 @@ from .eval import add_eval_parser
 from .exits import run_command
 from .export_command import add_export_parser
 from .prune_command import add_prune_parser
+from .threads import ThreadPolicy
+from .verbosity import configure_output
 
 __all__ = ["main", "build_parser"]
 
@@ -34,10 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_prune_parser(subparsers)
     add_eval_parser(subparsers)
     add_export_parser(subparsers)
-    for sub in subparsers.choices.values():
-        sub.add_argument("--debug", action="store_true",
-                         help="print the traceback of an unexpected error (it is always written to swappass-error.log)")
+    for command in subparsers.choices.values():
+        add_common_options(command)
     return parser
+
+
+def add_common_options(command: argparse.ArgumentParser) -> None:
+    """``--threads``, ``--verbose`` and ``--debug``, which every command takes."""
+    command.add_argument("--threads", default="auto", metavar="N",
+                         help="CPU threads: a number, or auto (physical cores less those other processes keep busy, "
+                         "chosen at the start of each stage; OMP_NUM_THREADS, if set, fixes it)")
+    command.add_argument("--verbose", action="store_true",
+                         help="also show the libraries' own progress bars and notices (transformers, the ONNX "
+                         "exporter)")
+    command.add_argument("--debug", action="store_true",
+                         help="print the traceback of an unexpected error (it is always written to swappass-error.log)")
 
 
 def _log_dir(args: argparse.Namespace) -> Path | None:
@@ -54,4 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # recorded by prune as the command line of the run
-    return run_command(lambda: args.func(args), args.command, _log_dir(args), debug=args.debug)
+    configure_output(args.verbose)
+
+    def command() -> int:
+        args.thread_policy = ThreadPolicy.from_option(args.threads)  # bad --threads: exit 2 like other input
+        args.thread_policy.enter(args.command)  # prune sets its stages' own counts
+        return args.func(args)
+
+    return run_command(command, args.command, _log_dir(args), debug=args.debug)

@@ -64,6 +64,7 @@ from .preflight import check_positions, model_file_bytes, output_bytes
 from .recipe import PruneOptions, check_options, complete_recipe, sparsify_extras
 from .repair import DERIVED_PREFIXES, rebuild_model_files, rebuildable
 from .saving import write_model_files
+from .threads import ThreadPolicy
 
 __all__ = ["PruneOutcome", "prune_to_dir", "nothing_pruned_reason", "ONNX_FILE", "PLOT_FILE", "RECORD_FORMAT"]
 
@@ -275,7 +276,7 @@ def _reuse(run: RunDir, recipe: dict, opts: PruneOptions) -> tuple[dict, set[str
 def _finish(opts: PruneOptions, outcome: PruneOutcome, record: dict, run: RunDir
             ) -> tuple[bool | None, Path | None]:
     """Print the report, plot, export to ONNX (rank 0); (ONNX verification passed or None, the plot or None)."""
-    print(outcome.report)
+    print(outcome.report.table(opts.table))
     print(_summary(outcome.report, opts.out))
     plot = onnx_passed = None
     fresh: list[str] = []
@@ -304,6 +305,7 @@ def _prune(opts: PruneOptions, argv, recipe: dict, device: str, run: RunDir, sta
            group) -> tuple[PruneOutcome, dict]:
     """Load, check, calibrate, claim the directory, prune with per-level checkpoints, save; (outcome, record)."""
     ckpt = LevelCheckpoints(run.checkpoint_dir)
+    threads = ThreadPolicy.from_option(opts.threads)
     timings, t = {}, time.perf_counter()
     notes: list[str] = []
     with _console_warnings(notes, group):
@@ -318,6 +320,7 @@ def _prune(opts: PruneOptions, argv, recipe: dict, device: str, run: RunDir, sta
         ranks.on_main(lambda: _check_space(run, model, opts), group, f"checking the free space of {opts.out}")
         timings["load"], t = time.perf_counter() - t, time.perf_counter()
         torch.manual_seed(opts.seed)
+        threads.enter("calibration")
         windows, cached = ranks.everywhere(
             lambda: _calibration(opts, ckpt, model, tokenizer, state == "resume", group), group, "calibration data")
         timings["calibration_data"], t = time.perf_counter() - t, time.perf_counter()
@@ -326,6 +329,7 @@ def _prune(opts: PruneOptions, argv, recipe: dict, device: str, run: RunDir, sta
                               f"preparing {opts.out}")  # from here on the directory holds this run
         resume = ranks.everywhere(lambda: _resume_states(ckpt, group), group,
                                   f"reading the checkpoint in {ckpt.directory}")
+        threads.enter("pruning")
         try:
             report = _sparsify(opts, recipe, device, model, calibration_items(model, windows, kind), ckpt, resume,
                                group, kind)
@@ -340,6 +344,7 @@ def _prune(opts: PruneOptions, argv, recipe: dict, device: str, run: RunDir, sta
             raise
     timings["sparsify"] = time.perf_counter() - t
     record = _record(opts, argv, recipe, report, len(resume), 0.0, group)
+    record["threads"] = threads.to_dict()
     if notes:
         record["warnings"] = notes
     ranks.on_main(lambda: _save(opts, run, ckpt, model, tokenizer, report, record, timings, t0), group,
@@ -476,6 +481,7 @@ def _export(opts: PruneOptions, record: dict) -> tuple[bool, bool]:
     if previous.get("passed") and path.is_file() and ONNX_FILE in (record.get("file_digests") or {}):
         _say(f"{path} was exported and verified before (passed)")
         return True, False
+    record.setdefault("threads", {})["export"] = ThreadPolicy.from_option(opts.threads).enter("export")
     bar = tqdm(total=1, desc="ONNX export + verification", unit="step", disable=not opts.progress)
     try:
         report = export_pruned_dir(opts.out, path, verbose=False)

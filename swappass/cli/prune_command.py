@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..graph.blocks import CALIBRATION_ORDERS
+from ..graph.report import TABLE_STYLES
 from ..methods.options import REFINE_METHODS, REFIT_METHODS
 from ..onnx.verify import VerificationError
 from .exits import EXIT_OK
@@ -68,6 +69,10 @@ def add_prune_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
                    help="write OUT/reduction.png: relative error reduction per block and projection")
     p.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--table", default="auto", choices=TABLE_STYLES,
+                   help="the per-site report on the terminal: sites (one row per site, 80 columns), summary (one row "
+                   "per projection kind), full (every column), auto (sites up to 40 sites, else summary); "
+                   "swappass.json always holds every site")
     p.set_defaults(func=run_prune)
     return p
 
@@ -88,6 +93,7 @@ def run_prune(args: argparse.Namespace) -> int:
         targets=split_selectors(args.targets),
         ignore=split_selectors(args.ignore) or [], refine=args.refine, refit=args.refit, onnx=args.onnx,
         plot=args.plot, overwrite=args.overwrite, progress=not args.no_progress,
+        threads=str(getattr(args, "threads", "auto")), table=args.table,
     )
     outcome = prune_to_dir(opts, getattr(args, "argv", None))
     if outcome.onnx_passed is False:

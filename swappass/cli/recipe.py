@@ -59,6 +59,8 @@ class PruneOptions:
     plot: bool = False
     overwrite: bool = False
     progress: bool = True
+    threads: str = "auto"  # not part of the recipe: the result does not depend on it (swappass.cli.threads)
+    table: str = "auto"  # how the per-site report is printed (swappass.graph.report.TABLE_STYLES)
 
 
 def _calib_identity(spec: str) -> tuple[str, str | None]:

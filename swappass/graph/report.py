@@ -14,7 +14,11 @@ from ..core.loss import relative_reduction
 from ..core.masks import PrunedWeight, weight_key
 from ..methods.prune_step import PruneResult
 
-__all__ = ["SiteReport", "SparsifyReport"]
+__all__ = ["SiteReport", "SparsifyReport", "TABLE_STYLES", "TABLE_WIDTH", "AUTO_SITES_MAX", "projection_kind"]
+
+TABLE_STYLES = ("auto", "sites", "summary", "full")  # see SparsifyReport.table
+TABLE_WIDTH = 80  # columns of the "sites" and "summary" tables
+AUTO_SITES_MAX = 40  # "auto": one row per site up to this many sites, else the summary
 
 
 @dataclass
@@ -196,37 +200,125 @@ class SparsifyReport:
         return cls(rows, dict(data.get("settings", {})), float(data.get("seconds", 0.0)))
 
     def __str__(self) -> str:
-        refit = any(not math.isnan(r.loss_refit) for r in self.pruned)
-        cross = any((r.pattern or "").startswith("unstructured") for r in self.pruned)
-        experts = any(r.expert is not None for r in self.pruned)  # a MoE model: tokens per expert matter
-        header = ("site", "shape", "pattern") + ("tokens",) * experts + ("warm loss", "final loss", "reduction",
-                                                                         "swaps")
-        header += ("cross",) * cross + ("refit loss", "with refit") * refit + ("time s",)
-        lines, notes = [], []
-        for r in self.rows:
-            shape = f"{r.shape[0]}×{r.shape[1]}"
-            if r.status == "pruned":
-                cells = (r.name, shape, r.pattern or "") + (str(r.tokens),) * experts + (
-                    f"{r.loss_warm:.4g}", f"{r.loss_final:.4g}", f"{100 * r.relative_reduction:.2f}%",
-                    str(r.swaps)) + (str(r.cross_moves),) * cross
-                if refit:
-                    cells += ("", "") if math.isnan(r.loss_refit) else (
-                        f"{r.loss_refit:.4g}", f"{100 * r.relative_reduction_refit:.2f}%")
-                lines.append(cells + (f"{r.seconds:.2f}",))
-            else:
-                lines.append((r.name, shape, r.status) + ("",) * (len(header) - 3))
-            notes.append(r.reason)
-        widths = [max([len(h)] + [len(cells[i]) for cells in lines]) for i, h in enumerate(header)]
+        return self.table("full")
 
-        def fmt(cells: tuple[str, ...], note: str = "") -> str:
-            text = "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-            return (text.rstrip() + ("  " + note if note else "")).rstrip()
+    def table(self, style: str = "full", width: int = TABLE_WIDTH) -> str:
+        """The report as text. ``style``: ``"full"`` (one row per site, every column, full names), ``"sites"``
+        (one row per site within ``width`` columns: names without their common prefix, a pattern shared by every
+        site in the header), ``"summary"`` (one row per projection kind, e.g. ``self_attn.q_proj`` over all
+        blocks: sites, mean / min / max relative error reduction, swaps, seconds), ``"auto"`` (``"sites"`` up to
+        :data:`AUTO_SITES_MAX` sites, else ``"summary"``). Every style ends with the totals line."""
+        if style not in TABLE_STYLES:
+            raise ValueError(f"table style must be one of {TABLE_STYLES}, got {style!r}")
+        if style == "auto":
+            style = "sites" if len(self.rows) <= AUTO_SITES_MAX else "summary"
+        if style == "summary":
+            return "\n".join(_summary_lines(self, width) + [self._totals()])
+        return "\n".join(_site_lines(self, compact=style == "sites", width=width) + [self._totals()])
 
-        body = [fmt(header), fmt(tuple("-" * w for w in widths))]
-        body += [fmt(cells, note) for cells, note in zip(lines, notes)]
+    def _totals(self) -> str:
         mean = self.mean_relative_reduction
-        body.append(
-            f"{len(self.pruned)} pruned, {len(self.skipped)} skipped, {len(self.ignored)} ignored; mean relative "
-            f"error reduction {'n/a' if math.isnan(mean) else f'{100 * mean:.2f}%'}; {self.seconds:.1f} s"
-        )
-        return "\n".join(body)
+        return (f"{len(self.pruned)} pruned, {len(self.skipped)} skipped, {len(self.ignored)} ignored; mean relative "
+                f"error reduction {'n/a' if math.isnan(mean) else f'{100 * mean:.2f}%'}; {self.seconds:.1f} s")
+
+
+def _common_prefix(names: list[str]) -> str:
+    """The longest dotted prefix shared by all names (``"model.layers."``), never a whole name."""
+    if len(names) < 2:
+        return ""
+    parts = [n.split(".") for n in names]
+    prefix = []
+    for column in zip(*(p[:-1] for p in parts)):
+        if len(set(column)) != 1:
+            break
+        prefix.append(column[0])
+    return ".".join(prefix) + "." if prefix else ""
+
+
+def _fit(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters from the left (``…`` marks the cut)."""
+    return text if len(text) <= width else "…" + text[len(text) - width + 1:]
+
+
+def _render(header: tuple[str, ...], lines: list[tuple[str, ...]], notes: list[str], left: int,
+            width: int | None) -> list[str]:
+    """Columns separated by two spaces (the first ``left`` left-aligned, the rest right-aligned), a rule under
+    the header, each row's note after it (cut to ``width`` when given)."""
+    widths = [max([len(h)] + [len(cells[i]) for cells in lines if i < len(cells)]) for i, h in enumerate(header)]
+
+    def fmt(cells: tuple[str, ...], note: str = "") -> str:
+        text = "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        text = (text.rstrip() + ("  " + note if note else "")).rstrip()
+        return text if width is None or len(text) <= width else text[: width - 1] + "…"
+
+    body = [fmt(header), fmt(tuple("-" * w for w in widths))]
+    return body + [fmt(cells, note) for cells, note in zip(lines, notes)]
+
+
+def _site_lines(report: SparsifyReport, compact: bool, width: int) -> list[str]:
+    pruned = report.pruned
+    refit = any(not math.isnan(r.loss_refit) for r in pruned)
+    cross = any((r.pattern or "").startswith("unstructured") for r in pruned)
+    patterns = {r.pattern for r in pruned}
+    show_pattern = not compact or len(patterns) > 1
+    prefix = _common_prefix([r.name for r in pruned]) if compact else ""
+    experts = any(r.expert is not None for r in pruned)  # a MoE model: tokens per expert matter
+    header = ("site", "shape") + ("pattern",) * show_pattern + ("tokens",) * experts + (
+        "warm loss", "final loss", "reduction", "swaps")
+    header += ("cross",) * cross + ("refit loss", "with refit") * refit + ("time s",)
+    lines, notes = [], []
+    for r in report.rows:
+        name = r.name[len(prefix):] if prefix and r.name.startswith(prefix) else r.name
+        shape = f"{r.shape[0]}×{r.shape[1]}"
+        if r.status == "pruned":
+            cells = (name, shape) + (r.pattern or "",) * show_pattern + (str(r.tokens),) * experts + (
+                f"{r.loss_warm:.4g}", f"{r.loss_final:.4g}", f"{100 * r.relative_reduction:.2f}%", str(r.swaps))
+            cells += (str(r.cross_moves),) * cross
+            if refit:
+                cells += ("", "") if math.isnan(r.loss_refit) else (
+                    f"{r.loss_refit:.4g}", f"{100 * r.relative_reduction_refit:.2f}%")
+            lines.append(cells + (f"{r.seconds:.2f}",))
+        else:
+            lines.append((name, shape, r.status) + ("",) * (len(header) - 3))
+        notes.append(r.reason)
+    if compact:  # names that would push the table past the width lose their beginning
+        others = [max([len(h)] + [len(c[i]) for c in lines if i < len(c)]) for i, h in enumerate(header)][1:]
+        room = max(12, width - sum(others) - 2 * (len(header) - 1))
+        lines = [(_fit(c[0], room),) + tuple(c[1:]) for c in lines]
+    out = []
+    if compact:
+        head = [f"{len(pruned)} sites" + (f" under {prefix.rstrip('.')}" if prefix else "")]
+        head += [f"pattern {next(iter(patterns))}"] if len(patterns) == 1 and patterns != {None} else []
+        out.append(_fit(", ".join(head) + " (every column: --table full)", width))
+    return out + _render(header, lines, notes, 3 if show_pattern else 2, width if compact else None)
+
+
+def projection_kind(name: str) -> str:
+    """A site's name without its block: ``model.layers.3.self_attn.q_proj`` → ``self_attn.q_proj`` (the part after
+    the last numeric component; the whole name when there is none)."""
+    parts = name.split(".")
+    numeric = [i for i, p in enumerate(parts) if p.isdigit()]
+    return ".".join(parts[numeric[-1] + 1:]) if numeric and numeric[-1] < len(parts) - 1 else name
+
+
+def _summary_lines(report: SparsifyReport, width: int) -> list[str]:
+    groups: dict[str, list[SiteReport]] = {}
+    for r in report.pruned:
+        groups.setdefault(projection_kind(r.name), []).append(r)
+    header = ("projection", "sites", "shape", "reduction", "min", "max", "swaps", "time s")
+    lines = []
+    for kind, rows in groups.items():
+        shapes = {r.shape for r in rows}
+        shape = f"{rows[0].shape[0]}×{rows[0].shape[1]}" if len(shapes) == 1 else "mixed"
+        red = [100 * r.relative_reduction for r in rows]
+        lines.append((kind, str(len(rows)), shape, f"{np.mean(red):.2f}%", f"{min(red):.2f}%", f"{max(red):.2f}%",
+                      str(sum(r.swaps for r in rows)), f"{sum(r.seconds for r in rows):.1f}"))
+    notes = [""] * len(lines)
+    for r in report.rows:
+        if r.status != "pruned":
+            lines.append((r.name, "", f"{r.shape[0]}×{r.shape[1]}", r.status) + ("",) * 4)
+            notes.append(r.reason)
+    patterns = sorted({r.pattern or "" for r in report.pruned})
+    head = (f"{len(report.pruned)} sites by projection" + (f", pattern {', '.join(patterns)}" if patterns else "")
+            + "; error reduction: mean, min, max over the blocks")
+    return [_fit(head, width)] + _render(header, lines, notes, 1, width)

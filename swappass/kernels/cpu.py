@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from ..core.rowtiles import resync_rows, row_errors
 from .torch_search import SearchFn, SwapChoice, make_torch_search, nm_diag_blocks
 
 __all__ = ["available", "make_search", "load_library", "library_error", "reset_loader", "find_compiler",
-           "CPUKernelUnavailable", "RowSearch", "NMSearch"]
+           "open_library", "CPUKernelUnavailable", "RowSearch", "NMSearch"]
 
 SOURCE = Path(__file__).with_name("swap_search_cpu.cpp")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fPIC", "-shared", "-std=c++17")
@@ -123,7 +124,11 @@ def _build(cxx: str, target: Path) -> None:
             os.unlink(tmp)
 
 
-def _open(path: Path) -> ctypes.CDLL:
+def open_library(path: Path) -> ctypes.CDLL:
+    """Load a built kernel library file and declare its functions (raises OSError for a foreign ABI version).
+
+    :func:`load_library` builds and opens this package's own; this is for a library built elsewhere (e.g. of
+    another revision's source, to compare kernels in one process: ``tools/bench_nm_loop.py``)."""
     lib = ctypes.CDLL(str(path))
     if lib.swappass_cpu_abi_version() != ABI_VERSION:
         raise OSError(f"{path} has ABI version {lib.swappass_cpu_abi_version()}, expected {ABI_VERSION}")
@@ -172,11 +177,11 @@ class _Loader:
         path = library_path(cxx)
         if path.is_file():
             try:
-                return _open(path)
+                return open_library(path)
             except OSError:
                 pass  # stale or foreign file: rebuild it below
         _build(cxx, path)
-        return _open(path)
+        return open_library(path)
 
     @property
     def error(self) -> str | None:
@@ -239,6 +244,7 @@ class _CompiledSearch:
         self._search = getattr(lib, f"swappass_search_{self.kind}_{suffix}")
         self._refine = getattr(lib, f"swappass_refine_{self.kind}_{suffix}")
         self.lanes = _VECTOR_BYTES // G.element_size()
+        self.loop_cpu_seconds = 0.0  # process CPU time spent in the fused loop's C++ calls (all refine_batch calls)
 
     def _inputs(self, w: torch.Tensor, c: torch.Tensor | None, keep: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Check shapes, dtypes and device; contiguous copies only where needed. ``c=None``: w and keep only."""
@@ -283,15 +289,23 @@ class _CompiledSearch:
     def refine_batch(
         self, w: torch.Tensor, keep: torch.Tensor, G: torch.Tensor, max_iters: int, rtol: float, resync_every: int,
         residual: torch.Tensor | None = None,
+        terms: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, int]:
         """:func:`swappass.refine.loop.refine_batch` with the iterations between two exact re-derivations of c run in C++.
 
         Same decisions and roundings as the Python loop (tested against it): ``keep`` (R, d) is updated in
-        place; returns (swaps per row, iterations run). ``G`` is the matrix this search was made from.
+        place; returns (swaps per row, iterations run). ``G`` is the matrix this search was made from;
+        ``terms``: ``(c, loss)`` of ``keep`` already computed by the caller (as the Python loop takes them).
         """
         wc, kc = self._inputs(w, None, keep)
         R = wc.shape[0]
-        c, loss = row_errors(wc, kc, G, residual=residual)  # in row tiles, exactly as refine_batch
+        if terms is None:
+            c, loss = row_errors(wc, kc, G, residual=residual)  # in row tiles, exactly as refine_batch
+        else:
+            c, loss = terms
+            if not (c.is_contiguous() and loss.is_contiguous() and c.dtype == loss.dtype == self.dtype
+                    and c.shape == wc.shape and loss.shape == (R,)):
+                raise InputError(f"cpu refine_batch: terms must be contiguous {self.dtype} ({R}, {self.d}) and ({R},)")
         swaps = torch.zeros(R, dtype=torch.long)
         searches = torch.zeros(R, dtype=torch.long)
         active = torch.ones(R, dtype=torch.uint8)
@@ -301,7 +315,9 @@ class _CompiledSearch:
             n = max_iters - it
             if resync_every:
                 n = min(n, resync_every - it % resync_every)
+            t = time.process_time()
             self._call_refine(wc, c, kc, loss, R, n, float(rtol), swaps, searches, active, state)
+            self.loop_cpu_seconds += time.process_time() - t
             it += n
             if resync_every and it % resync_every == 0:  # exactly as refine_batch re-derives c
                 resync_rows(wc, kc, G, c, loss, active.nonzero()[:, 0], residual=residual)

@@ -172,11 +172,13 @@ class BoundedRowLoop:
         mu[rows, u] = float("inf")
 
     def refine_batch(self, w: torch.Tensor, keep: torch.Tensor, G: torch.Tensor, max_iters: int, rtol: float,
-                     resync_every: int, residual: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
-        """Refine rows ``w`` (R, d, float32) with mask ``keep`` (modified in place); returns (swaps, iters)."""
+                     resync_every: int, residual: torch.Tensor | None = None,
+                     terms: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, int]:
+        """Refine rows ``w`` (R, d, float32) with mask ``keep`` (modified in place); returns (swaps, iters).
+        ``residual``, ``terms``: as for :func:`swappass.refine.loop.refine_batch`."""
         R = w.shape[0]
         w = w.contiguous().float()
-        c, loss = row_errors(w, keep, G, residual=residual)
+        c, loss = row_errors(w, keep, G, residual=residual) if terms is None else terms
         swaps = torch.zeros(R, dtype=torch.long, device=w.device)
         active = torch.ones(R, dtype=torch.bool, device=w.device)
         mu = bound_minima(w, keep, self.G) if max_iters else None

@@ -18,7 +18,10 @@
 // floating-point instruction floor of the exact formula; an FMA would save one operation but change the
 // rounding, and with it the bit-identity with the torch search.
 // N:M kernel: blocks are laid out across vector lanes (G's diagonal blocks transposed to (i, j, block)),
-// so every (i, j) position of all blocks of a row is scored in a few vector operations.
+// so every (i, j) position of all blocks of a row is scored in a few vector operations. For M in {2, 4, 8}
+// (a block inside one vector) each lane keeps its best (score, u, p) in registers across the whole row and the
+// lanes are reduced once per search; the fused loop computes a row's pair terms (G_up * w_p) * (-2 w_u), which
+// depend on w and G alone, once per row and call instead of in every iteration (the same roundings).
 //
 // refine_rows / refine_nm run refine.py's loop (search, accept if dL < -rtol * L_row, c += w_u G[u] - w_p G[p],
 // L_row += dL) for a number of iterations without returning to Python, with torch's roundings; the exact
@@ -519,16 +522,24 @@ Choice<T> scan_blocks(const T* GT, int64_t nb, int64_t m, int64_t nbp, const NMS
   return best;
 }
 
+// Per-lane running best of a row scanned vector by vector: lane l holds the best (score, u, j) over the u of
+// lane l seen so far (u ascending, so a strict comparison keeps the lowest u of a tie).
+template <typename T> struct LaneBest {
+  typename Vec<T>::type v;
+  typename Vec<T>::itype u, j;
+};
+
 // One vector of L inputs (L / M whole blocks): lane x scores u = x against every p = J-th input of its block,
-// J ascending (the lane's partners are picked by an in-register shuffle); u == p scores +inf. Updates best
-// in ascending lane order, so ties go to the lowest u, then the lowest p.
-template <typename T, int M, size_t... Js>
-inline void scan_lanes(const T* w, const T* c, const uint8_t* k, const T* g, const T* Gj, int64_t ldg, int64_t x0,
-                       Choice<T>& best, std::index_sequence<Js...>) {
+// J ascending (the lane's partners are picked by an in-register shuffle); u == p scores +inf. Each lane's best
+// is merged into acc without leaving the registers (no per-lane branch); ties keep the lower p, then the lower u.
+// Pre: Gj holds the pair terms t_x(j) = (G[x, partner] * w_partner) * (-2 w_x) of pair_terms instead of G (they
+// depend on w and G alone: a row's refinement computes them once); the scores are the same, bit for bit.
+template <typename T, int M, bool Pre, size_t... Js>
+inline void scan_lanes(const T* w, const T* c, const uint8_t* k, const T* g, const T* Gj, int64_t ldg,
+                       typename Vec<T>::itype uv, LaneBest<T>& acc, std::index_sequence<Js...>) {
   using V = typename Vec<T>::type;
   using IV = typename Vec<T>::itype;
   using I = typename Vec<T>::ielem;
-  constexpr int L = lanes<T>();
   typename Vec<T>::btype kb;
   std::memcpy(&kb, k, sizeof(kb));
   const IV kept = __builtin_convertvector(kb, IV) != 0;
@@ -540,30 +551,38 @@ inline void scan_lanes(const T* w, const T* c, const uint8_t* k, const T* g, con
   IV bj = IV{};
   auto step = [&](auto J) {
     constexpr int j = decltype(J)::value;
-    const V sc = load<T>(Gj + j * ldg) * block_pick<T, M, j>(wv) * v + block_pick<T, M, j>(b) + a;
+    V t;
+    if constexpr (Pre) t = load<T>(Gj + j * ldg);
+    else t = load<T>(Gj + j * ldg) * block_pick<T, M, j>(wv) * v;
+    const V sc = t + block_pick<T, M, j>(b) + a;
     const IV better = sc < bv;  // strict: a lower p keeps a tie
     bv = better ? sc : bv;
     bj = better ? (IV{} + I(j)) : bj;
   };
   (step(std::integral_constant<int, int(Js)>{}), ...);
-  for (int l = 0; l < L; ++l)
-    if (bv[l] < best.delta) {  // strict: a lower u keeps a tie
-      const int64_t u = x0 + l;
-      best = Choice<T>{bv[l], u, u / M * M + int64_t(bj[l])};
-    }
+  const IV better = bv < acc.v;  // strict: an earlier vector (a lower u of the lane) keeps a tie
+  acc.v = better ? bv : acc.v;
+  acc.u = better ? uv : acc.u;
+  acc.j = better ? bj : acc.j;
 }
 
 // Best pair of one row when a block never straddles two vectors (L % M == 0). Gj: (M, ldg) with
-// Gj[j][x] = G[x, (x / M) * M + j], zero padding for x >= d.
-template <typename T, int M>
+// Gj[j][x] = G[x, (x / M) * M + j], zero padding for x >= d. The lanes' bests are reduced once at the end:
+// the lowest score, among equal scores the lowest u (and that u's lowest p) -- the choice of a scan of every
+// pair in ascending (u, p) order that keeps the first minimum.
+template <typename T, int M, bool Pre>
 Choice<T> scan_row_in_lanes(const T* wr, const T* cr, const uint8_t* kr, const T* gdiag, const T* Gj, int64_t d,
                             int64_t ldg) {
+  using IV = typename Vec<T>::itype;
+  using I = typename Vec<T>::ielem;
   constexpr int L = lanes<T>();
   static_assert(L % M == 0, "a block must fit in one vector");
-  Choice<T> best{inf<T>(), 0, 0};
+  IV uv;
+  for (int l = 0; l < L; ++l) uv[l] = I(l);
+  LaneBest<T> acc{splat<T>(inf<T>()), IV{}, IV{}};
   int64_t x0 = 0;
-  for (; x0 + L <= d; x0 += L)
-    scan_lanes<T, M>(wr + x0, cr + x0, kr + x0, gdiag + x0, Gj + x0, ldg, x0, best, std::make_index_sequence<M>{});
+  for (; x0 + L <= d; x0 += L, uv += I(L))
+    scan_lanes<T, M, Pre>(wr + x0, cr + x0, kr + x0, gdiag + x0, Gj + x0, ldg, uv, acc, std::make_index_sequence<M>{});
   if (x0 < d) {  // the last, partial vector: padding lanes are pruned zeros (a = +inf, whole blocks)
     T w[L] = {}, c[L] = {}, g[L] = {};
     uint8_t k[L] = {};
@@ -573,9 +592,34 @@ Choice<T> scan_row_in_lanes(const T* wr, const T* cr, const uint8_t* kr, const T
       g[x - x0] = gdiag[x];
       k[x - x0] = kr[x];
     }
-    scan_lanes<T, M>(w, c, k, g, Gj + x0, ldg, x0, best, std::make_index_sequence<M>{});
+    scan_lanes<T, M, Pre>(w, c, k, g, Gj + x0, ldg, uv, acc, std::make_index_sequence<M>{});
+  }
+  Choice<T> best{inf<T>(), 0, 0};
+  for (int l = 0; l < L; ++l) {
+    const T val = acc.v[l];
+    const int64_t u = int64_t(acc.u[l]);
+    if (val < best.delta || (val == best.delta && val < inf<T>() && u < best.u))
+      best = Choice<T>{val, u, u / M * M + int64_t(acc.j[l])};
   }
   return best;
+}
+
+// The pair terms of row wr for scan_lanes<Pre = true>: out[j][x] = (Gj[j][x] * w[(x / M) * M + j]) * (-2 w[x]),
+// (M, ldg) like Gj; zero in the padding (x >= d).
+template <typename T, int M, size_t... Js>
+void pair_terms(const T* wr, const T* Gj, int64_t d, int64_t ldg, T* out, std::index_sequence<Js...>) {
+  using V = typename Vec<T>::type;
+  constexpr int L = lanes<T>();
+  for (int64_t x0 = 0; x0 < ldg; x0 += L) {
+    T w[L] = {};
+    for (int l = 0; l < L && x0 + l < d; ++l) w[l] = wr[x0 + l];
+    const V wv = load<T>(w), v = splat<T>(T(-2)) * wv;
+    auto step = [&](auto J) {
+      constexpr int j = decltype(J)::value;
+      store<T>(out + j * ldg + x0, load<T>(Gj + j * ldg + x0) * block_pick<T, M, j>(wv) * v);
+    };
+    (step(std::integral_constant<int, int(Js)>{}), ...);
+  }
 }
 
 // Best pair of row r inside its blocks of m. For m in {2, 4, 8}: GT is (m, nbp) as scan_row_in_lanes takes it
@@ -588,9 +632,9 @@ Choice<T> search_nm_row(int64_t r, const T* w, const T* c, const uint8_t* keep, 
   const T* cr = c + r * d;
   const uint8_t* kr = keep + r * d;
   switch (m) {  // blocks inside one vector: no de-interleaving
-    case 2: return scan_row_in_lanes<T, 2>(wr, cr, kr, gdiag, GT, d, nbp);
-    case 4: return scan_row_in_lanes<T, 4>(wr, cr, kr, gdiag, GT, d, nbp);
-    case 8: return scan_row_in_lanes<T, 8>(wr, cr, kr, gdiag, GT, d, nbp);
+    case 2: return scan_row_in_lanes<T, 2, false>(wr, cr, kr, gdiag, GT, d, nbp);
+    case 4: return scan_row_in_lanes<T, 4, false>(wr, cr, kr, gdiag, GT, d, nbp);
+    case 8: return scan_row_in_lanes<T, 8, false>(wr, cr, kr, gdiag, GT, d, nbp);
     default:
       deinterleave<T>(wr, cr, kr, gdiag, nb, m, nbp, s);
       return scan_blocks<T>(GT, nb, m, nbp, s);
@@ -613,6 +657,34 @@ void search_nm(const T* w, const T* c, const uint8_t* keep, const T* GT, const T
   }
 }
 
+// refine_nm's iterations of row r for m in {2, 4, 8}: the pair terms computed once into Tt (m x nbp).
+template <typename T, int M>
+void refine_nm_row_m(int64_t r, const T* w, T* c, uint8_t* keep, T* loss, const T* GT, const T* G, const T* gdiag,
+                     int64_t d, int64_t nbp, int64_t iters, double rtol, int64_t* swaps, int64_t* searches,
+                     uint8_t* active, T* Tt) {
+  const T* wr = w + r * d;
+  pair_terms<T, M>(wr, GT, d, nbp, Tt, std::make_index_sequence<M>{});
+  for (int64_t it = 0; it < iters && active[r]; ++it) {
+    const Choice<T> ch = scan_row_in_lanes<T, M, true>(wr, c + r * d, keep + r * d, gdiag, Tt, d, nbp);
+    if (!accept<T>(r, ch, w, c, keep, loss, G, d, d, rtol, swaps, searches)) active[r] = 0;
+  }
+}
+
+template <typename T>
+void refine_nm_row_in_lanes(int64_t r, const T* w, T* c, uint8_t* keep, T* loss, const T* GT, const T* G,
+                            const T* gdiag, int64_t d, int64_t m, int64_t nbp, int64_t iters, double rtol,
+                            int64_t* swaps, int64_t* searches, uint8_t* active, T* Tt) {
+  auto run = [&](auto M) {
+    refine_nm_row_m<T, decltype(M)::value>(r, w, c, keep, loss, GT, G, gdiag, d, nbp, iters, rtol, swaps, searches,
+                                          active, Tt);
+  };
+  switch (m) {
+    case 2: return run(std::integral_constant<int, 2>{});
+    case 4: return run(std::integral_constant<int, 4>{});
+    default: return run(std::integral_constant<int, 8>{});
+  }
+}
+
 // N:M counterpart of refine_rows; G: the full d x d matrix (its rows update c).
 template <typename T>
 void refine_nm(const T* w, T* c, uint8_t* keep, T* loss, const T* GT, const T* G, const T* gdiag, int64_t R,
@@ -623,6 +695,12 @@ void refine_nm(const T* w, T* c, uint8_t* keep, T* loss, const T* GT, const T* G
     NMScratch<T> s(m, nbp);
 #pragma omp for schedule(dynamic, 4)
     for (int64_t r = 0; r < R; ++r) {
+      if (!active[r]) continue;
+      if (m == 2 || m == 4 || m == 8) {  // the pair terms once per row (s.W is (m, nbp)), then every iteration
+        refine_nm_row_in_lanes<T>(r, w, c, keep, loss, GT, G, gdiag, d, m, nbp, iters, rtol, swaps, searches,
+                                  active, s.W.data());
+        continue;
+      }
       for (int64_t it = 0; it < iters && active[r]; ++it) {
         const Choice<T> ch = search_nm_row<T>(r, w, c, keep, GT, gdiag, d, m, nbp, s);
         if (!accept<T>(r, ch, w, c, keep, loss, G, d, d, rtol, swaps, searches)) active[r] = 0;

@@ -4,7 +4,8 @@
 
 * ``wikitext2``: WikiText-2 validation from the shared data directory (:func:`swappass.lm.data.wikitext2_path`);
 * a path to a UTF-8 text file;
-* ``self``: data-free calibration: sequences sampled from the dense model itself (:func:`sample_sequences`);
+* ``self``: data-free calibration: sequences sampled from the dense model itself
+  (:func:`swappass.lm.sampling.sample_sequences`);
 * ``hf:NAME[:CONFIG[:SPLIT]]``: a Hugging Face dataset (``text`` column; needs the ``datasets`` package and
   network access), e.g. ``hf:wikitext:wikitext-2-raw-v1:train``.
 
@@ -13,16 +14,15 @@ Texts are cut like Wanda's loaders (:func:`swappass.lm.data.calibration_windows`
 """
 from __future__ import annotations
 
-import inspect
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import data, models
 from .errors import CalibrationError, CalibrationTextWarning
+from .sampling import sample_sequences
 
 __all__ = ["CalibrationError", "calibration_set", "sample_sequences", "describe_source", "HF_PREFIX"]
 
@@ -139,71 +139,3 @@ def _hub_text(spec: str, max_chars: int) -> str:
     if not texts:
         raise CalibrationError(f"dataset {spec!r} gave no text")
     return "\n\n".join(texts)
-
-
-def _cache_argument(model: nn.Module) -> str:
-    """The KV-cache keyword of the model's forward (and output field): ``cache`` (transformers ≥ 5.2x) or
-    ``past_key_values``."""
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-@torch.no_grad()
-def sample_sequences(
-    model: nn.Module,
-    tokenizer=None,
-    *,
-    nsamples: int,
-    seqlen: int,
-    seed: int = 0,
-    batch_size: int = 16,
-    progress: bool = True,
-) -> list[torch.Tensor]:
-    """Data-free calibration: ``nsamples`` sequences ``(1, seqlen)`` sampled from the causal LM ``model``.
-
-    The first token of each sequence is drawn uniformly from the vocabulary (special tokens excluded when the
-    tokenizer is given), the rest by ancestral sampling (temperature 1, no truncation) with the KV cache, as
-    LLM-QAT's data-free generation does. All randomness comes from a CPU generator seeded with ``seed``.
-    """
-    config = getattr(model, "config", None)
-    vocab = getattr(config, "vocab_size", None)
-    if not vocab:
-        raise CalibrationError("calibration 'self' needs a Hugging Face causal LM (its config has no vocab_size)")
-    special = set(getattr(tokenizer, "all_special_ids", []) or []) if tokenizer is not None else set()
-    candidates = torch.tensor([i for i in range(vocab) if i not in special], dtype=torch.long)
-    gen = torch.Generator().manual_seed(seed)
-    first = candidates[torch.randint(len(candidates), (nsamples,), generator=gen)]
-    device = next(model.parameters()).device
-    cache_arg = _cache_argument(model)
-    was_training = model.training
-    model.eval()
-    out: list[torch.Tensor] = []
-    bar = tqdm(total=nsamples * seqlen, desc="calibration: sampling from the model", unit="tok",
-               disable=not progress)
-    try:
-        for b0 in range(0, nsamples, batch_size):
-            ids = first[b0 : b0 + batch_size].reshape(-1, 1)
-            bar.update(ids.shape[0])
-            past, step_in = None, ids
-            for _ in range(seqlen - 1):
-                try:
-                    res = model(input_ids=step_in.to(device), use_cache=True, **{cache_arg: past})
-                except TypeError as exc:
-                    raise CalibrationError(
-                        f"calibration 'self' needs a causal LM with a KV cache ({type(model).__name__}: {exc})"
-                    ) from exc
-                logits = getattr(res, "logits", None)
-                if logits is None or logits.dim() != 3:
-                    raise CalibrationError(
-                        f"calibration 'self' needs a causal LM; {type(model).__name__} gives no logits"
-                    )
-                past = getattr(res, cache_arg, None)
-                probs = torch.softmax(logits[:, -1, :vocab].double().cpu(), dim=-1)
-                step_in = torch.multinomial(probs, 1, generator=gen)
-                ids = torch.cat([ids, step_in], dim=1)
-                bar.update(ids.shape[0])
-            out.extend(row.reshape(1, -1).clone() for row in ids)
-    finally:
-        bar.close()
-        model.train(was_training)
-    return out

@@ -1,7 +1,8 @@
 """Text data for calibration and evaluation: WikiText-2 files, calibration windows, perplexity windows.
 
-The files live outside the repository (``shared/data``, see its README). :func:`data_dir` finds them through
-``$SWAPPASS_DATA`` or by walking up from this package and from the working directory.
+:func:`wikitext2_path` finds WikiText-2 in a local data directory (:func:`data_dir`: ``$SWAPPASS_DATA``, else a
+``shared/data`` above this package or the working directory), else in the swappass cache, else fetches it once
+from the Hugging Face hub into the cache (:mod:`swappass.lm.hub_text`; needs the ``datasets`` package).
 
 * :func:`calibration_windows`: ``nsamples`` random windows of ``seqlen`` tokens from one tokenized text,
   drawn like Wanda's loaders (``random.seed(seed)``; start ``randint(0, n − seqlen − 1)``).
@@ -53,13 +54,27 @@ def data_dir() -> Path:
 
 
 def wikitext2_path(split: str) -> Path:
-    """``"test"``: WikiText-2 raw test (evaluation); ``"valid"``: WikiText-2 validation (calibration)."""
+    """``"test"``: WikiText-2 raw test (evaluation); ``"valid"``: WikiText-2 validation (calibration).
+
+    The local data directory's file when there is one, else the swappass cache's copy, else a copy fetched now
+    from the hub (:func:`swappass.lm.hub_text.fetch_wikitext2`). Raises :class:`DataNotFoundError` saying what
+    was tried and what to do instead.
+    """
     if split not in WIKITEXT2:
         raise ValueError(f"WikiText-2 split must be one of {sorted(WIKITEXT2)}, got {split!r}")
-    path = data_dir() / WIKITEXT2[split]
-    if not path.is_file():
-        raise DataNotFoundError(f"WikiText-2 {split} file {path} does not exist")
-    return path
+    try:
+        local = data_dir() / WIKITEXT2[split]
+        if local.is_file():
+            return local
+        looked = f"{local} does not exist"
+    except DataNotFoundError as exc:
+        looked = str(exc)
+    from . import hub_text  # the hub fallback (and the model cache it shares) only when needed
+
+    cached = hub_text.cached_data_dir() / WIKITEXT2[split]
+    if cached.is_file():
+        return cached
+    return hub_text.fetch_wikitext2(split, cached, looked)
 
 
 def read_text(path: str | Path) -> str:

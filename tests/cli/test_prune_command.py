@@ -39,9 +39,14 @@ def test_prune_save_reload_eval_export(tiny, tmp_path, capsys):
     model_dir, text = tiny
     out = tmp_path / "out"
     assert prune(model_dir, "--out", out, "--pattern", "2:4", "--calib", text, *SMALL, "--plot", "--onnx") == 0
-    printed = capsys.readouterr().out
-    assert "model.layers.1.mlp.down_proj" in printed and "mean relative error reduction" in printed
-    assert "PASSED" in printed  # the ONNX report
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "14 sites under model.layers" in printed and "\n1.mlp.down_proj " in printed  # the 80-column table
+    assert "mean relative error reduction" in printed and "PASSED" in printed  # and the ONNX report
+    table = printed.split(" Linear weights pruned")[0].splitlines()[:-1]  # up to the totals line
+    assert table[-1].startswith("14 pruned") and max(len(line) for line in table) <= 80
+    assert "Loading weights" not in captured.err and "Writing model shards" not in captured.err  # no library bars
+    assert json.loads((out / "swappass.json").read_text())["threads"]["pruning"] >= 1
 
     # plain transformers reloads the directory; the masks file describes the zeros exactly
     model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()

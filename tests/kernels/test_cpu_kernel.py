@@ -245,6 +245,66 @@ def test_fused_loop_equals_the_python_loop_around_the_same_kernel():
     assert torch.equal(k_fused, k_loop) and torch.equal(s_fused, s_loop) and it_fused == it_loop
 
 
+def _nm_case(case, dtype):
+    """(W, G, keep, pattern) for the N:M fused loop: ties, partial last vectors, every in-lane block size."""
+    if case == "ties":  # weights on a grid of 0.5 and an integer G: many equal scores, also across blocks
+        g = torch.Generator().manual_seed(31)
+        W = (torch.randn(24, 48, generator=g) * 2).round().to(dtype) / 2
+        X = torch.randint(-2, 3, (48, 20), generator=g).to(dtype)
+        G, pattern = X @ X.T, "2:4"
+        return W, G, sp.warm_start(W, G, pattern, "magnitude"), pattern
+    if case == "constant":  # every pair of every block scores exactly the same: lowest u, then lowest p
+        W = torch.ones(6, 40, dtype=dtype)
+        G = torch.eye(40, dtype=dtype) * 2 + 1
+        keep = sp.warm_start(torch.rand(6, 40, generator=torch.Generator().manual_seed(2), dtype=dtype), G, "2:4",
+                             "magnitude")
+        return W, G, keep, "2:4"
+    pattern, d = {"2:4-partial": ("2:4", 52), "1:2": ("1:2", 34), "4:8": ("4:8", 72), "3:8": ("3:8", 40),
+                  "3:6": ("3:6", 42)}[case]
+    W, G, keep, _ = make_rows(19, d, pattern, 32, dtype, method="magnitude")
+    return W, G, keep, pattern
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", ["ties", "constant", "2:4-partial", "1:2", "4:8", "3:8", "3:6"])
+@pytest.mark.parametrize("resync_every", [16, 1, 0])
+def test_nm_fused_loop_equals_the_python_loop(case, dtype, resync_every):
+    # NMSearch.refine_batch (search, accept and c update in C++) against refine.py's loop around the torch search.
+    from swappass.refine.loop import refine_batch
+
+    W, G, keep, pattern = _nm_case(case, dtype)
+    search = kernels.make_search("cpu", parse_pattern(pattern), G)
+    assert isinstance(search, cpu.NMSearch)
+    gd, m = G.diagonal().contiguous(), parse_pattern(pattern).m
+    blocks = nm_diag_blocks(G, m)
+    k_fused, k_loop = keep.clone(), keep.clone()
+    s_fused, it_fused = refine_batch(W, k_fused, G, search, 60, 1e-9, resync_every)
+    s_loop, it_loop = refine_batch(W, k_loop, G, lambda w, c, k: search_nm_torch(w, c, k, blocks, gd, m), 60, 1e-9,
+                                   resync_every)
+    assert torch.equal(k_fused, k_loop) and torch.equal(s_fused, s_loop) and it_fused == it_loop
+    assert s_loop.sum() > 0 or case == "constant"
+    parse_pattern(pattern).check_mask(k_fused)  # swaps stayed inside the blocks
+
+
+def test_fused_loops_take_the_callers_terms():
+    # refine_rows hands the loop the warm start's (c, loss), computed once for the whole slice: same result.
+    from swappass.core.rowtiles import row_errors
+
+    for pattern in ("2:4", "0.6"):
+        W, G, keep, _ = make_rows(70, 48, pattern, 33, torch.float32)
+        search = kernels.make_search("cpu", parse_pattern(pattern), G)
+        k_own, k_given = keep.clone(), keep.clone()
+        s_own, it_own = search.refine_batch(W, k_own, G, 40, 1e-6, 16)
+        c, loss = row_errors(W, keep, G)
+        warm_loss = loss.clone()
+        s_given, it_given = search.refine_batch(W, k_given, G, 40, 1e-6, 16, terms=(c, loss))
+        assert torch.equal(k_own, k_given) and torch.equal(s_own, s_given) and it_own == it_given
+        assert torch.all(loss <= warm_loss) and torch.any(loss < warm_loss)  # updated in place
+        torch.testing.assert_close(loss, row_errors(W, k_given, G)[1], rtol=1e-4, atol=1e-4)
+        with pytest.raises(ValueError, match="terms"):
+            search.refine_batch(W, keep.clone(), G, 5, 1e-6, 16, terms=(c.double(), loss))
+
+
 # ------------------------------------------------------------------------ the bound-pruned fused loop
 def _fused(W, G, keep, bounded, max_iters=60, resync_every=16, rtol=1e-9):
     search = cpu.RowSearch(cpu.load_library(), G, bounded=bounded)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from cli_helpers import corpus
 
-from swappass.lm import calibration
+from swappass.lm import calibration, sampling
 
 
 def test_self_calibration_is_seeded_and_shaped(tiny):
@@ -32,9 +32,23 @@ def test_self_calibration_is_seeded_and_shaped(tiny):
     replay = candidates[torch.randint(len(candidates), (3,), generator=gen)].reshape(-1, 1)[:2]
     with torch.no_grad():
         for _ in range(9):
-            probs = torch.softmax(model(input_ids=replay).logits[:, -1].double(), dim=-1)
-            replay = torch.cat([replay, torch.multinomial(probs, 1, generator=gen)], dim=1)
+            replay = torch.cat([replay, sampling.sample_next(model(input_ids=replay).logits[:, -1], gen)], dim=1)
     assert torch.equal(replay, ids[:2])
+
+
+def test_sample_next_draws_from_the_softmax():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.tensor([[0.0, 1.0, 2.0, -float("inf")], [5.0, -float("inf"), 5.0, 5.0]])
+    draws = torch.cat([sampling.sample_next(logits, gen) for _ in range(20000)], dim=1)
+    assert draws.shape == (2, 20000) and draws.dtype == torch.long
+    assert not (draws[0] == 3).any() and not (draws[1] == 1).any()  # probability 0: never
+    freq = torch.stack([(draws[0] == k).double().mean() for k in range(3)])
+    torch.testing.assert_close(freq, torch.softmax(logits[0, :3].double(), 0), atol=0.015, rtol=0)
+    torch.testing.assert_close((draws[1] == 0).double().mean(), torch.tensor(1 / 3, dtype=torch.float64), atol=0.015,
+                               rtol=0)
+    one_hot = torch.full((3, 50), -1e9)
+    one_hot[torch.arange(3), torch.tensor([0, 17, 49])] = 0.0  # the first and the last token included
+    assert sampling.sample_next(one_hot, gen).flatten().tolist() == [0, 17, 49]
 
 
 def test_self_calibration_follows_the_model_distribution():
