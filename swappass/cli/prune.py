@@ -26,7 +26,6 @@ from typing import Any, Sequence
 
 import torch
 import transformers
-from tqdm.auto import tqdm
 
 from ..core.errors import InputError, NonFiniteActivationError
 from ..core.masks import MASKS_FILE, save_masks
@@ -297,14 +296,11 @@ def _export(opts: PruneOptions, record: dict) -> bool:
     if previous.get("passed") and path.is_file() and previous.get("file_bytes") == path.stat().st_size:
         _say(f"{path} was exported and verified before (passed)")
         return True
-    bar = tqdm(total=1, desc="ONNX export + verification", unit="step", disable=not opts.progress)
     try:
-        report = export_pruned_dir(opts.out, path, verbose=False)
+        report = export_pruned_dir(opts.out, path, verbose=False, progress=opts.progress)
     except ExportError as exc:
         record["onnx"] = {"path": str(path), "passed": False, "error": str(exc)}
         raise
-    finally:
-        bar.close()
     print(report)
     record["onnx"] = report.to_dict()
     return report.passed

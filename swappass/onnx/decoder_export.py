@@ -140,7 +140,7 @@ def _build_with_genai(model: nn.Module, source: Path | None, tokenizer: Any, wor
     built = work / "out"
     with log.stage("build", "onnxruntime-genai model builder"):
         run_builder(source, built, geometry, log)
-    with log.stage("load", "the builder's graph"):
+    with log.stage("read", "the builder's graph"):
         proto = onnx.load(str(built / "model.onnx"))
     config = read_genai_config(built)
     if config is None:

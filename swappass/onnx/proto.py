@@ -86,7 +86,7 @@ def finish_proto(proto: onnx.ModelProto, report: ExportReport, records: Sequence
     audit = None
     if records:
         restore_weight_names(proto, records, weights)
-        audit = audit_sparsity(proto, records, weights, unused)  # of the dense graph: gives the metadata
+        audit = audit_sparsity(proto, records, weights, unused, measure_only=True)  # for the metadata
 
     def write_metadata() -> None:
         set_metadata(proto, sparsity_metadata(audit) if audit is not None else {"swappass.version": __version__})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from .audit import SparsityAudit
 from .cache_verify import TokenCheck
 from .verify import OutputCheck
 
-__all__ = ["ExportReport", "megabytes"]
+__all__ = ["ExportReport", "megabytes", "describe_values"]
 
 
 @dataclass
@@ -68,8 +69,8 @@ class ExportReport:
         lines = [f"swappass ONNX export: {self.path} ({megabytes(self.file_bytes)}, opset {self.opset}{kind}) — {status}"]
         lines.append(f"  exporter: {self.exporter}" + (f"; onnxruntime-genai config {self.runtime_config.name}"
                                                        if self.runtime_config else ""))
-        lines.append("  inputs : " + ", ".join(f"{k} {_dims(v)}" for k, v in self.inputs.items()))
-        lines.append("  outputs: " + ", ".join(f"{k} {_dims(v)}" for k, v in self.outputs.items()))
+        lines.append("  inputs : " + describe_values(self.inputs))
+        lines.append("  outputs: " + describe_values(self.outputs))
         if self.external_data is not None:
             lines.append(f"  weights: in the external data file {self.external_data.name}")
         if self.checks:
@@ -135,6 +136,32 @@ class ExportReport:
 def megabytes(n: int) -> str:
     """``n`` bytes as ``"12.34 MB"``."""
     return f"{n / 1e6:.2f} MB"
+
+
+def describe_values(values: dict[str, list]) -> str:
+    """``name [dims]`` per graph value; per-layer values of the same shape (``past_key_values.N.key``) as one
+    entry ``past_key_values.{0..29}.key [dims]``."""
+    groups: dict[tuple, list[int]] = {}
+    order: list[tuple] = []
+    for name, dims in values.items():
+        m = re.fullmatch(r"(.*?)\.(\d+)\.(.*)", name)
+        key = (m.group(1), m.group(3), _dims(dims)) if m else (name, None, _dims(dims))
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        if m:
+            groups[key].append(int(m.group(2)))
+    parts = []
+    for key in order:
+        head, tail, dims = key
+        layers = groups[key]
+        if tail is None:
+            parts.append(f"{head} {dims}")
+        elif layers == list(range(layers[0], layers[0] + len(layers))) and len(layers) > 1:
+            parts.append(f"{head}.{{{layers[0]}..{layers[-1]}}}.{tail} {dims}")
+        else:
+            parts.extend(f"{head}.{i}.{tail} {dims}" for i in layers)
+    return ", ".join(parts)
 
 
 def _dims(dims: list) -> str:
