@@ -58,11 +58,12 @@ def resolve_model(path: Path) -> tuple[Path, Path]:
 
 
 def _emit(text: str, stream) -> None:
+    stream = stream or sys.stdout
     stream.write(text)
     stream.flush()
 
 
-def generate_genai(directory: Path, prompt: str, tokens: int, ignore_eos: bool, stream=sys.stdout
+def generate_genai(directory: Path, prompt: str, tokens: int, ignore_eos: bool, stream=None
                    ) -> GenerationStats:
     """onnxruntime-genai: ``og.Model(directory)``, its tokenizer, greedy search; the text streamed to ``stream``."""
     import onnxruntime_genai as og
@@ -97,7 +98,7 @@ def generate_genai(directory: Path, prompt: str, tokens: int, ignore_eos: bool, 
 
 
 def generate_onnxruntime(file: Path, directory: Path, prompt: str, tokens: int, ignore_eos: bool,
-                         threads: int | None, stream=sys.stdout) -> GenerationStats:
+                         threads: int | None, stream=None) -> GenerationStats:
     """swappass's onnxruntime loop with the Hugging Face tokenizer of ``directory``; text streamed to ``stream``."""
     import onnxruntime
 
@@ -111,16 +112,20 @@ def generate_onnxruntime(file: Path, directory: Path, prompt: str, tokens: int, 
     shown = ""
 
     def on_token(token: np.ndarray) -> None:
+        # what Hugging Face's TextStreamer does: show the text up to its last space, which no later token changes
+        # (a multi-byte character completes only with its last token)
         nonlocal shown
         new.append(int(token[0]))
         text = tokenizer.decode(new, skip_special_tokens=True)
-        if text.startswith(shown):  # a multi-byte character completes only with its last token
-            _emit(text[len(shown):], stream)
-            shown = text
+        stable = text[: text.rfind(" ") + 1]
+        if len(stable) > len(shown) and stable.startswith(shown):
+            _emit(stable[len(shown):], stream)
+            shown = stable
 
     _emit(prompt, stream)
     result = session.greedy(ids, tokens, eos_token_id=eos, on_token=on_token)
-    _emit("\n", stream)
+    final = tokenizer.decode(new, skip_special_tokens=True)
+    _emit((final[len(shown):] if final.startswith(shown) else final) + "\n", stream)
     return GenerationStats(f"onnxruntime {onnxruntime.__version__}", ids.shape[1], result.tokens.shape[1],
                            result.prefill_seconds, result.decode_seconds, session.has_cache)
 

@@ -53,7 +53,7 @@ def choose_exporter(exporter: str, model: nn.Module, geometry: DecoderGeometry, 
     if exporter == "torch":
         return "torch", None
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    why = builder_refusal(model.config, dtype, geometry, has_tokenizer, opset)
+    why = builder_refusal(type(model).__name__, dtype, geometry, has_tokenizer, opset)
     if why is not None and exporter == "genai":
         raise ExportError(f"exporter 'genai' cannot export this model: {why}; use exporter 'torch' (or 'auto')")
     return ("torch", why) if why else ("genai", None)
@@ -83,13 +83,16 @@ def export_decoder(model: nn.Module, example_inputs: Any, path: Path, log: Stage
             name = f"onnxruntime-genai {genai_version()} model builder"
         else:
             proto, unused = _export_with_torch(model, geometry, opset, optimize, log)
-            config = decoder_config(geometry, path.name, _token_ids(model))
+            token_notes: list[str] = []
+            config = decoder_config(geometry, path.name, _token_ids(model, geometry.vocab_size, token_notes))
             _stage_tokenizer(out.tmp, source, tokenizer)
             name = "torch.onnx (torch.export of a KV-cache adapter)"
         report = describe(proto, path)
         report.kv_cache, report.exporter = True, name
         if why:
             report.notes.append(f"exported with torch.onnx: {why}")
+        if choice == "torch":
+            report.notes.extend(token_notes)
         with log.stage("write", "names, metadata" + (", compact storage" if compact else "")):
             finish_proto(proto, report, records, weights, unused, compact)
             out.write(proto, external_data)
@@ -109,11 +112,21 @@ def export_decoder(model: nn.Module, example_inputs: Any, path: Path, log: Stage
     return report
 
 
-def _token_ids(model: nn.Module) -> dict:
+def _token_ids(model: nn.Module, vocab_size: int, notes: list[str]) -> dict:
+    """bos / eos / pad ids for ``genai_config.json`` from the generation config or the model config; ids outside
+    the vocabulary (onnxruntime-genai refuses them) are left out, with a note."""
     config = model.config
     gen = getattr(model, "generation_config", None)
-    return {k: getattr(gen, k, None) if getattr(gen, k, None) is not None else getattr(config, k, None)
-            for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    out = {}
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = getattr(gen, key, None) if getattr(gen, key, None) is not None else getattr(config, key, None)
+        ids = value if isinstance(value, (list, tuple)) else [value] if value is not None else []
+        valid = [int(i) for i in ids if 0 <= int(i) < vocab_size]
+        if len(valid) < len(ids):
+            notes.append(f"the model's {key} {value} lies outside its vocabulary of {vocab_size}: genai_config.json "
+                         f"uses {valid or 0}")
+        out[key] = (valid if isinstance(value, (list, tuple)) else valid[0]) if valid else None
+    return out
 
 
 def _stage_tokenizer(directory: Path, source: Path | None, tokenizer: Any) -> None:

@@ -54,14 +54,14 @@ def has_tokenizer_files(directory: Path) -> bool:
     return any((directory / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json"))
 
 
-def builder_refusal(config: Any, dtype: Any, geometry: DecoderGeometry, has_tokenizer: bool,
+def builder_refusal(architecture: str, dtype: Any, geometry: DecoderGeometry, has_tokenizer: bool,
                     opset: int | None) -> str | None:
-    """Why the builder cannot export this model (None: it can)."""
+    """Why the builder cannot export this model (None: it can); ``architecture``: the model's class name."""
     import torch
 
     if genai_version() is None:
         return "onnxruntime-genai is not installed (pip install 'swappass[genai]')"
-    arch = (getattr(config, "architectures", None) or [type(config).__name__])[0]
+    arch = architecture
     if arch not in GENAI_ARCHITECTURES:
         return f"the onnxruntime-genai builder does not export {arch}"
     if dtype != torch.float32:
