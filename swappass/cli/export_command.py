@@ -32,7 +32,10 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                    help="a causal LM as one graph input_ids/attention_mask → logits, without a cache")
     p.add_argument("--tokens", type=int, default=32, help="greedy tokens compared with PyTorch (KV-cache decoder)")
     p.add_argument("--static", action="store_true",
-                   help="fixed input shapes instead of dynamic batch/sequence axes (graphs without a cache)")
+                   help="fixed input shapes instead of dynamic batch/sequence axes (implies --no-kv-cache)")
+    p.add_argument("--optimize", choices=("fold", "full", "none"), default="fold",
+                   help="graph clean-up after torch.onnx's translation: constant folding and structural passes (fold), "
+                   "the exporter's whole optimiser with its pattern rewriter (full, slower), or none")
     p.add_argument("--compact", action="store_true",
                    help="store highly sparse weights as bit mask + values (smaller file; onnxruntime folds it at load)")
     p.add_argument("--external-data", action="store_true",
@@ -65,7 +68,7 @@ def run_export(args: argparse.Namespace) -> int:
         args.model_dir, args.out, batch=args.batch, seq_len=args.seq_len, opset=opset,
         dynamic=not args.static, compact=args.compact, external_data=True if args.external_data else None,
         verify=not args.no_verify, rtol=args.rtol, atol=args.atol, verbose=True, kv_cache=kv_cache,
-        exporter=args.exporter, generate_tokens=args.tokens,
+        exporter=args.exporter, generate_tokens=args.tokens, optimize=args.optimize,
     )
     if args.json is not None:
         report.write_json(args.json)

@@ -146,7 +146,7 @@ def _audit_one(index: GraphIndex, rec: PrunedWeight, loc: Location | None, weigh
     entry.sparsity = 1.0 - float(np.count_nonzero(nonzero)) / max(arr.size, 1)
     if measure_only:
         return entry
-    mask = mask_user if loc.in_axis == 1 else mask_user.T  # in the file's layout: no transposed copies of arr
+    mask = mask_user if loc.in_axis == 1 else np.ascontiguousarray(mask_user.T)  # in the file's layout
     entry.kept_zeros = int(np.count_nonzero(mask & ~nonzero))
     entry.problems.extend(_mask_problems(arr, nonzero, mask, loc.in_axis))
     if weight is not None:
@@ -185,7 +185,7 @@ def _kept_value_problems(arr: np.ndarray, mask: np.ndarray, weight: torch.Tensor
     """Kept positions whose value differs from the PyTorch parameter."""
     w = weight.detach().cpu()
     W_user = w.T if transposed else w
-    W = (W_user if in_axis == 1 else W_user.T).numpy()
+    W = (W_user if in_axis == 1 else W_user.T).contiguous().numpy()  # the file's layout, one sequential copy
     differs = (arr != W) & mask
     count = int(np.count_nonzero(differs))
     if not count:

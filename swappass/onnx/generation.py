@@ -86,7 +86,8 @@ class DecoderSession:
                              "beside the file gives them")
         return heads, size
 
-    def _feeds(self, ids: np.ndarray, past: dict[str, np.ndarray], past_length: int) -> dict[str, np.ndarray]:
+    def _feeds(self, ids: np.ndarray, past_length: int) -> dict[str, np.ndarray]:
+        """The step's token inputs (the past is bound separately)."""
         batch, seq = ids.shape
         feeds = {"input_ids": ids.astype(np.int64)}
         if "attention_mask" in self.input_names:
@@ -97,7 +98,6 @@ class DecoderSession:
         for name in self.input_names:
             if name == "token_type_ids":
                 feeds[name] = np.zeros_like(feeds["input_ids"])
-        feeds.update(past)
         return feeds
 
     def greedy(self, input_ids: np.ndarray, max_new_tokens: int, eos_token_id: int | Sequence[int] | None = None,
@@ -113,7 +113,7 @@ class DecoderSession:
         prefill = 0.0
         current, past_length = ids, 0
         for step in range(max_new_tokens):
-            outputs = dict(zip(self.output_names, self.session.run(None, self._feeds(current, past, past_length))))
+            outputs = self._run(self._feeds(current, past_length), past)
             logits = outputs["logits"][:, -1].astype(np.float32)
             token = logits.argmax(-1).astype(np.int64)
             if step == 0:
@@ -128,7 +128,7 @@ class DecoderSession:
             if done.all():
                 break
             if self.has_cache:
-                past = {n: outputs[n.replace(_PAST, "present.")] for n in self.past_names}
+                past = {n: outputs[n.replace(_PAST, "present.")] for n in self.past_names}  # stays in onnxruntime
                 past_length += current.shape[1]
                 current = token[:, None]
             else:
@@ -136,8 +136,26 @@ class DecoderSession:
         decode = time.perf_counter() - t0 if len(new) > 1 else 0.0
         return GenerationResult(np.stack(new, axis=1), prompt, prefill, decode, logits_kept)
 
-    def _empty_past(self, batch: int) -> dict[str, np.ndarray]:
+    def _run(self, feeds: dict[str, np.ndarray], past: dict) -> dict:
+        """One step through an IO binding: the past goes in as the previous step's ``OrtValue``s and ``present``
+        comes back as ``OrtValue``s (no copy through numpy); ``logits`` is returned as a numpy array."""
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, value)
+        for name, value in past.items():
+            binding.bind_ortvalue_input(name, value)
+        for name in self.output_names:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        outputs = dict(zip(self.output_names, binding.get_outputs()))
+        outputs["logits"] = outputs["logits"].numpy()
+        return outputs
+
+    def _empty_past(self, batch: int) -> dict:
+        import onnxruntime as ort
+
         if not self.has_cache:
             return {}
         heads, size = self._kv_shape
-        return {n: np.zeros((batch, heads, 0, size), dtype=self.past_dtype) for n in self.past_names}
+        return {n: ort.OrtValue.ortvalue_from_numpy(np.zeros((batch, heads, 0, size), dtype=self.past_dtype))
+                for n in self.past_names}
