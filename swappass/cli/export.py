@@ -17,6 +17,7 @@ from ..lm.errors import LMInputError
 from ..lm.models import load_pretrained, load_tokenizer
 from ..onnx.adapter import ExportError
 from ..onnx.export import export_onnx
+from ..onnx.progress import StageLog
 from ..onnx.report import ExportReport
 from .inputs import decoder_inputs
 
@@ -80,17 +81,22 @@ def example_inputs_for(model: nn.Module, tokenizer=None, batch: int = 2, seq_len
 
 
 def export_pruned_dir(model_dir: str | Path, out: str | Path, *, batch: int = 2, seq_len: int = 16,
-                      dtype: torch.dtype = torch.float32, **export_kwargs: Any) -> ExportReport:
+                      dtype: torch.dtype = torch.float32, progress: bool = True, **export_kwargs: Any) -> ExportReport:
     """Export a pruned model directory (``save_pretrained`` + ``swappass_masks.safetensors``) to ONNX at ``out``
-    and verify it; what ``swappass export`` and ``swappass prune --onnx`` run. Keyword arguments go to
-    :func:`export_onnx`."""
-    model, tokenizer, masks = load_pruned_dir(model_dir, dtype)
+    and verify it; what ``swappass export`` and ``swappass prune --onnx`` run. A causal LM becomes a KV-cache
+    decoder with ``genai_config.json`` and the tokenizer beside ``out`` (the builder reads ``model_dir`` itself).
+    ``progress``: each stage and its time on stderr. Keyword arguments go to :func:`export_onnx`."""
+    log = StageLog(progress)
+    with log.stage("load", str(model_dir)):
+        model, tokenizer, masks = load_pruned_dir(model_dir, dtype)
     notes = []
     if masks is None:
         notes.append(f"{Path(model_dir) / MASKS_FILE} not found: exported without a sparsity audit")
     example = example_inputs_for(model, tokenizer, batch=batch, seq_len=seq_len)
     verbose = export_kwargs.pop("verbose", True)
-    report = export_onnx(model, example, out, masks=masks, verbose=False, **export_kwargs)
+    report = export_onnx(model, example, out, masks=masks, verbose=False, progress=progress, source_dir=model_dir,
+                         tokenizer=tokenizer, **export_kwargs)
+    report.stage_seconds = {**log.seconds, **report.stage_seconds}
     report.notes.extend(notes)
     if verbose:
         print(report)

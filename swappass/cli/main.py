@@ -18,15 +18,17 @@ from ..core.version import __version__
 from .eval import add_eval_parser
 from .exits import run_command
 from .export_command import add_export_parser
+from .generate_command import add_generate_parser
 from .prune_command import add_prune_parser
 from .threads import ThreadPolicy
 from .verbosity import configure_output
+from .verify_command import add_verify_parser
 
 __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``swappass`` argument parser with its commands (prune, eval, export)."""
+    """The ``swappass`` argument parser with its commands (prune, eval, export, verify, generate)."""
     parser = argparse.ArgumentParser(
         prog="swappass",
         description="Exact 1-swap (SparseSwaps) pruning of Transformer Linear layers, with verified ONNX export.",
@@ -36,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_prune_parser(subparsers)
     add_eval_parser(subparsers)
     add_export_parser(subparsers)
+    add_verify_parser(subparsers)
+    add_generate_parser(subparsers)
     for command in subparsers.choices.values():
         add_common_options(command)
     return parser

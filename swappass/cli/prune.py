@@ -38,7 +38,6 @@ from typing import Any, Iterator, Sequence
 
 import torch
 import transformers
-from tqdm.auto import tqdm
 
 from ..core.errors import (CalibrationWarning, InputError, NonFiniteActivationError, NothingPrunedError,
                            PatternViolationError)
@@ -482,14 +481,11 @@ def _export(opts: PruneOptions, record: dict) -> tuple[bool, bool]:
         _say(f"{path} was exported and verified before (passed)")
         return True, False
     record.setdefault("threads", {})["export"] = ThreadPolicy.from_option(opts.threads).enter("export")
-    bar = tqdm(total=1, desc="ONNX export + verification", unit="step", disable=not opts.progress)
     try:
-        report = export_pruned_dir(opts.out, path, verbose=False)
+        report = export_pruned_dir(opts.out, path, verbose=False, progress=opts.progress)
     except ExportError as exc:
         record["onnx"] = {"path": str(path), "passed": False, "error": str(exc)}
         raise
-    finally:
-        bar.close()
     print(report)
     record["onnx"] = report.to_dict()
     return report.passed, True

@@ -2,7 +2,8 @@
 
 Each pruned parameter is located (:mod:`swappass.onnx.locate`); then every pruned position must be exactly 0 in
 the file, kept positions must equal the PyTorch weights (when given), ``d_in`` must be the reduction axis of every
-consuming MatMul/Gemm, and an N:M pattern must hold along that axis.
+consuming MatMul/Gemm, and the tensor itself must hold its pattern (:func:`pattern_problems`: per-row kept
+counts, N:M blocks along the reduction axis, the layer budget) — the check that needs no mask.
 """
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ import onnx
 import torch
 
 from ..core.masks import PrunedWeight
-from ..core.patterns import NMSparsity, parse_pattern
+from ..core.patterns import NMSparsity, RowSparsity, SparsityPattern, UnstructuredSparsity, parse_pattern
 from ..core.version import __version__
-from .locate import GraphIndex, Location, locate_pruned_weights, record_view, user_view
+from .locate import GraphIndex, Location, locate_pruned_weights, record_view
 from .metadata import METADATA_PATTERN, METADATA_SPARSITY, METADATA_VERSION, read_sparsity_metadata
 
-__all__ = ["WeightAudit", "SparsityAudit", "audit_sparsity", "sparsity_metadata"]
+__all__ = ["WeightAudit", "SparsityAudit", "audit_sparsity", "pattern_problems", "sparsity_metadata"]
 
 
 @dataclass
@@ -96,15 +97,18 @@ def audit_sparsity(
     weights: Mapping[str, torch.Tensor] | None = None,
     unused: Iterable[str] = (),
     folded: Iterable[str] = (),
+    measure_only: bool = False,
 ) -> SparsityAudit:
     """Check that every pruned weight in an ONNX file is zero exactly where its mask prunes.
 
     For each record: the weight is located (see :func:`locate_pruned_weights`); every pruned position must be
     exactly 0 in the file; kept positions must equal ``weights`` (if given); ``d_in`` must be the reduction
-    axis of every consuming MatMul/Gemm; and for N:M patterns every block of M along that axis holds at most N
-    non-zeros. ``unused``: parameters known not to feed the exported outputs; ``folded``: parameters applied to
-    constants only, whose products the exporter folded into constants (both reported, not failed). A record
-    of one expert of a fused parameter is checked on that expert's slice of the 3-D tensor.
+    axis of every consuming MatMul/Gemm; the tensor itself must hold the pattern (:func:`pattern_problems`: at
+    most k non-zeros per row, at most N per block of M along the reduction axis, at most the layer budget), and
+    the mask must satisfy it exactly. ``unused``: parameters known not to feed the exported outputs; ``folded``:
+    parameters applied to constants only, whose products the exporter folded into constants (both reported, not
+    failed). A record of one expert of a fused parameter is checked on that expert's slice of the 3-D tensor.
+    ``measure_only``: locate and measure (for the metadata), skip the checks.
     """
     if isinstance(model, (str, Path)):
         base_dir = Path(model).parent
@@ -125,7 +129,7 @@ def audit_sparsity(
         loc = locations[rec.key]
         w = weights.get(rec.name) if weights is not None else None
         absent = "unused" if rec.name in unused else ("folded" if rec.name in folded else None)
-        entries.append(_audit_one(index, rec, loc, w, absent))
+        entries.append(_audit_one(index, rec, loc, w, absent, measure_only))
         if loc is not None:
             pending[loc.source] -= 1
             if not pending[loc.source]:
@@ -133,8 +137,8 @@ def audit_sparsity(
     return SparsityAudit(entries)
 
 
-def _audit_one(index: GraphIndex, rec: PrunedWeight, loc: Location | None, weight, absent: str | None
-               ) -> WeightAudit:
+def _audit_one(index: GraphIndex, rec: PrunedWeight, loc: Location | None, weight, absent: str | None,
+               measure_only: bool) -> WeightAudit:
     mask_user = rec.user_mask.cpu().numpy()
     entry = WeightAudit(rec.name, rec.pattern, "ok", mask_sparsity=float(1.0 - mask_user.mean()), expert=rec.expert)
     if loc is None:
@@ -157,47 +161,94 @@ def _audit_one(index: GraphIndex, rec: PrunedWeight, loc: Location | None, weigh
         entry.status = "FAIL"
         entry.problems.append(loc.error)
         return entry
-    arr = record_view(index.array(loc.source), rec)
-    view = user_view(arr, loc.in_axis)
+    arr = record_view(index.array(loc.source), rec)  # an expert: its 2-D slice of the 3-D tensor
     entry.shape, entry.in_axis = tuple(arr.shape), loc.in_axis
     entry.reduction_axes = sorted({op.reduction_axis for op in loc.operands})
-    entry.sparsity = float((arr == 0).mean())
-    entry.kept_zeros = int(np.count_nonzero(view[mask_user] == 0))
-    problems = entry.problems
-    pruned_nonzero = np.argwhere((view != 0) & ~mask_user)
-    if len(pruned_nonzero):
-        r, c = (int(v) for v in pruned_nonzero[0])
-        problems.append(
-            f"{len(pruned_nonzero)} pruned weight(s) are non-zero in the file, first at output {r}, input {c} "
-            f"(value {view[r, c]:.6g})"
-        )
+    nonzero = arr != 0
+    entry.sparsity = 1.0 - float(np.count_nonzero(nonzero)) / max(arr.size, 1)
+    if measure_only:
+        return entry
+    mask = mask_user if loc.in_axis == 1 else np.ascontiguousarray(mask_user.T)  # in the file's layout
+    entry.kept_zeros = int(np.count_nonzero(mask & ~nonzero))
+    entry.problems.extend(_mask_problems(arr, nonzero, mask, loc.in_axis))
     if weight is not None:
-        w = rec.stored(weight.detach().cpu())
-        W_user = (w.T if rec.transposed else w).numpy()
-        differs = view[mask_user] != W_user[mask_user]
-        if np.any(differs):
-            diff = np.abs(view[mask_user].astype(np.float64) - W_user[mask_user].astype(np.float64)).max()
-            problems.append(f"{int(differs.sum())} kept weight(s) differ from the PyTorch parameter "
-                            f"(max |diff| {diff:.3g})")
+        entry.problems.extend(_kept_value_problems(arr, mask, rec.stored(weight), rec.transposed, loc.in_axis))
     for op in loc.operands:
         if op.reduction_axis != loc.in_axis:
-            problems.append(
+            entry.problems.append(
                 f"{op.consumer} reduces over axis {op.reduction_axis} of {loc.source}, but the pruned inputs (d_in) "
                 f"lie along axis {loc.in_axis}"
             )
     pattern = parse_pattern(rec.pattern)
-    if isinstance(pattern, NMSparsity):
-        problems.extend(_nm_problems(arr, entry.reduction_axes, pattern))
-    if problems:
+    entry.problems.extend(pattern_problems(nonzero, loc.in_axis, entry.reduction_axes, pattern))
+    if pattern.shape_error(*mask_user.shape) is None:
+        mask_error = pattern.mask_error(rec.user_mask.cpu())
+        if mask_error:
+            entry.problems.append(f"the mask itself does not satisfy pattern {pattern}: {mask_error}")
+    if entry.problems:
         entry.status = "FAIL"
     return entry
 
 
-def _nm_problems(arr: np.ndarray, axes: Sequence[int], pattern: NMSparsity) -> list[str]:
+def _mask_problems(arr: np.ndarray, nonzero: np.ndarray, mask: np.ndarray, in_axis: int) -> list[str]:
+    """Pruned positions (mask False) that are non-zero in the file (``mask`` in the file's layout)."""
+    bad = nonzero & ~mask
+    count = int(np.count_nonzero(bad))
+    if not count:
+        return []
+    first = np.argwhere(bad)[0]
+    r, c = (int(first[0]), int(first[1])) if in_axis == 1 else (int(first[1]), int(first[0]))
+    value = arr[tuple(int(v) for v in first)]
+    return [f"{count} pruned weight(s) are non-zero in the file, first at output {r}, input {c} (value {value:.6g})"]
+
+
+def _kept_value_problems(arr: np.ndarray, mask: np.ndarray, weight: torch.Tensor, transposed: bool,
+                         in_axis: int) -> list[str]:
+    """Kept positions whose value differs from the PyTorch parameter."""
+    w = weight.detach().cpu()
+    W_user = w.T if transposed else w
+    W = (W_user if in_axis == 1 else W_user.T).contiguous().numpy()  # the file's layout, one sequential copy
+    differs = (arr != W) & mask
+    count = int(np.count_nonzero(differs))
+    if not count:
+        return []
+    diff = float(np.abs(arr[differs].astype(np.float64) - W[differs].astype(np.float64)).max())
+    return [f"{count} kept weight(s) differ from the PyTorch parameter (max |diff| {diff:.3g})"]
+
+
+def pattern_problems(nonzero: np.ndarray, in_axis: int, reduction_axes: Sequence[int],
+                     pattern: SparsityPattern) -> list[str]:
+    """Whether a file tensor holds ``pattern`` by itself (no mask needed): ``nonzero`` is its ``!= 0`` map,
+    ``in_axis`` the axis holding d_in. Per-row patterns: every output row holds at most k = round(d_in·(1−s))
+    non-zeros; N:M: every block of M along each reduction axis at most N; unstructured: at most the layer
+    budget. "At most": a kept weight may be exactly zero."""
+    d_in = nonzero.shape[in_axis]
+    d_out = nonzero.shape[1 - in_axis]
+    if pattern.shape_error(d_out, d_in):
+        return [f"a {d_out}×{d_in} weight cannot hold pattern {pattern}: {pattern.shape_error(d_out, d_in)}"]
+    if isinstance(pattern, NMSparsity):
+        return _nm_problems(nonzero, list(reduction_axes) or [in_axis], pattern)
+    if isinstance(pattern, RowSparsity):
+        k = pattern.kept_per_row(d_in)
+        counts = np.count_nonzero(nonzero, axis=in_axis)
+        bad = np.nonzero(counts > k)[0]
+        if len(bad):
+            r = int(bad[0])
+            return [f"{len(bad)} row(s) hold more than the {k} of {d_in} weights pattern {pattern} keeps, first: "
+                    f"output {r} holds {int(counts[r])}"]
+        return []
+    if isinstance(pattern, UnstructuredSparsity):
+        need, kept = pattern.kept_total(d_out, d_in), int(np.count_nonzero(nonzero))
+        if kept > need:
+            return [f"{kept} non-zero weights, pattern {pattern} keeps {need} of {d_out}×{d_in}"]
+    return []
+
+
+def _nm_problems(nonzero: np.ndarray, axes: Sequence[int], pattern: NMSparsity) -> list[str]:
     """Blocks of M along each reduction axis must hold at most N non-zeros (what sparse tensor cores read)."""
     out = []
     for axis in axes:
-        along = np.moveaxis(arr, axis, -1)  # (other, K)
+        along = np.moveaxis(nonzero, axis, -1)  # (other, K)
         K = along.shape[-1]
         if K % pattern.m:
             out.append(f"reduction axis {axis} has length {K}, not a multiple of M = {pattern.m}")

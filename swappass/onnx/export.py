@@ -1,33 +1,31 @@
-"""ONNX export of a (pruned) model through ``torch.onnx.export(..., dynamo=True)``, verified with onnxruntime.
+"""ONNX export of a (pruned) model, verified with onnxruntime: :func:`export_onnx`.
 
     report = swappass.export_onnx(model, example_inputs, "model.onnx", masks=records)
     print(report)            # verification errors, sparsity audit, file size
     assert report.passed
 
-What it does, in order: wrap the model so that its outputs are plain tensors (Hugging Face models: called with
-``use_cache=False``, ``logits`` or else ``last_hidden_state`` as the output); capture it with ``torch.export``
-(dynamic ``batch`` and ``sequence`` axes by default); translate to ONNX; restore parameter names on the weights
-the exporter renamed (a folded ``Transpose`` becomes ``NAME.T``); optionally store sparse initializers compactly
-(:mod:`swappass.onnx.compact`); write sparsity metadata; write the file atomically (a temporary directory next to
-the target, then a rename), with external data when over the 2 GB protobuf limit; then audit the file's sparsity
-(:mod:`swappass.onnx.audit`) and compare onnxruntime with PyTorch on the example inputs and on inputs of another
-batch size and sequence length (:mod:`swappass.onnx.verify`).
+A causal language model exports as a decoder with a KV cache (:mod:`swappass.onnx.decoder_export`: the layout of
+onnxruntime-genai, a ``genai_config.json`` beside the file). Any other model — or ``kv_cache=False`` — exports as
+one graph from its inputs to its outputs, in order: wrap the model so that its outputs are plain tensors (Hugging
+Face models: called with ``use_cache=False``, ``logits`` or else ``last_hidden_state`` as the output); capture it
+with ``torch.export`` (dynamic ``batch`` and ``sequence`` axes by default); translate to ONNX
+(:mod:`swappass.onnx.translate`); restore parameter names on the weights the exporter renamed (a folded
+``Transpose`` becomes ``NAME.T``); optionally store sparse initializers compactly (:mod:`swappass.onnx.compact`);
+write sparsity metadata; write the file atomically (a temporary directory next to the target, then a rename),
+with external data when over the 2 GB protobuf limit; then audit the file's sparsity (:mod:`swappass.onnx.audit`)
+and compare onnxruntime with PyTorch on the example inputs and on inputs of another batch size and sequence
+length (:mod:`swappass.onnx.verify`). Every stage reports its start and its time (:mod:`swappass.onnx.progress`).
 """
 from __future__ import annotations
 
-import contextlib
-import re
 import time
 import warnings
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-import onnx
 import torch
 from torch import nn
 
-from ..core.masks import PrunedWeight, load_masks
-from ..core.version import __version__
 from .adapter import (
     ExampleInputs,
     ExportAdapter,
@@ -45,156 +43,29 @@ from .adapter import (
     pick_outputs,
     widen_unit_axes,
 )
-from .audit import audit_sparsity, sparsity_metadata
-from .compact import compact_initializers
-from .files import (
-    EXTERNAL_MARGIN,
-    PROTOBUF_LIMIT_BYTES,
-    AtomicOutput,
-    serialized_bytes,
-    tensor_bytes,
+from .audit import audit_sparsity
+from .cache_adapter import is_causal_lm
+from .files import AtomicOutput
+from .naming import rename_dims, strip_prefix
+from .opsets import check_opset
+from .progress import StageLog
+from .proto import MasksLike, as_records, check_records, describe, eval_mode, finish_proto
+from .report import ExportReport
+from .translate import (
+    OPTIMIZE_LEVELS,
+    capture,
+    first_lines,
+    folded_parameters,
+    is_view_failure,
+    translate,
+    unused_parameters,
 )
-from .metadata import set_metadata
-from .naming import rename_dims, restore_weight_names, strip_prefix
-from .report import ExportReport, megabytes
-from .verify import (
-    OutputCheck,
-    VerificationError,
-    compare_outputs,
-    default_tolerances,
-    second_inputs,
-)
+from .verify import VerificationError, compare_outputs, default_tolerances, second_inputs
 
-__all__ = ["export_onnx"]
+__all__ = ["export_onnx", "EXPORTERS"]
 
-_WRAPPER_PREFIX = "model."  # the adapter holds the user's model as `self.model`
-
-
-def _capture(adapter: nn.Module, args: tuple[torch.Tensor, ...], names: Sequence[str],
-             axes: Mapping[str, Mapping[int, str]], max_sizes: Mapping[str, int]) -> torch.export.ExportedProgram:
-    """torch.export with one ``Dim`` per axis name (bounded by ``max_sizes``, e.g. the model's positions)."""
-    dims: dict[str, torch.export.Dim] = {}
-
-    def dim(name: str) -> torch.export.Dim:
-        if name not in dims:
-            dims[name] = torch.export.Dim(name, max=max_sizes[name]) if name in max_sizes else torch.export.Dim(name)
-        return dims[name]
-
-    specs = tuple({a: dim(d) for a, d in axes.get(n, {}).items()} or None for n in names)
-    try:
-        try:
-            return _export(adapter, args, specs if axes else None)
-        except Exception as exc:
-            if not axes or "Constraints violated" not in str(exc):
-                raise
-            # Some torch releases cannot prove guards such as min(8*s, 16*s) == 8*s over a named Dim's range.
-            # Dim.AUTO lets export keep the axes dynamic with runtime checks; verification on a second input
-            # shape then shows whether they really stayed dynamic.
-            auto = tuple({a: torch.export.Dim.AUTO for a in axes.get(n, {})} or None for n in names)
-            return _export(adapter, args, auto)
-    except Exception as exc:
-        text = str(exc)
-        hint = ""
-        if "dynamic" in text.lower() or "constraint" in text.lower() or "specializ" in text.lower():
-            hint = (" The dynamic axes (" + ", ".join(f"{n}: {dict(a)}" for n, a in axes.items()) + ") do not fit the "
-                    "model: pass dynamic=False for fixed shapes, or a mapping of the axes that may vary.")
-        summary = _first_lines(text)
-        raise ExportError(f"torch.export could not capture the model ({type(exc).__name__}): {summary}.{hint}") from exc
-
-
-def _export(adapter: nn.Module, args: tuple[torch.Tensor, ...], specs: tuple | None) -> torch.export.ExportedProgram:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.export.export(adapter, args, dynamic_shapes=(specs,) if specs is not None else None, strict=False)
-
-
-_OP_PATTERNS = (
-    re.compile(r"No ONNX function found for <OpOverload\(op='([^']+)', overload='([^']+)'\)>"),
-    re.compile(r"target=torch\.ops\.([\w.]+)"),
-)
-
-
-def _unsupported_operator(exc: BaseException, ep: torch.export.ExportedProgram) -> str | None:
-    """The operator named by an exporter error (walking the exception chain)."""
-    seen = exc
-    while seen is not None:
-        text = str(seen)
-        m = _OP_PATTERNS[0].search(text)
-        if m:
-            return f"{m.group(1).replace('.', '::', 1)}.{m.group(2)}"
-        m = _OP_PATTERNS[1].search(text)
-        if m:
-            ns, rest = m.group(1).split(".", 1)
-            return f"{ns}::{rest}"
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _translate(ep: torch.export.ExportedProgram, input_names: Sequence[str], output_names: Sequence[str],
-               opset: int | None) -> onnx.ModelProto:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(ep, (), dynamo=True, opset_version=opset, input_names=list(input_names),
-                                        output_names=list(output_names), optimize=True, verbose=False,
-                                        custom_translation_table={torch.ops.aten._is_all_true.default: _is_all_true})
-    except Exception as exc:
-        op = _unsupported_operator(exc, ep)
-        if op is not None:
-            raise ExportError(
-                f"the ONNX exporter cannot translate operator {op} (no ONNX function registered for it). Replace it "
-                "in the model, or register a translation (torch.onnx.export's custom_translation_table)."
-            ) from exc
-        raise ExportError(f"the ONNX exporter failed ({type(exc).__name__}): {_first_lines(str(exc))}") from exc
-    return program.model_proto
-
-
-def _is_view_failure(exc: BaseException) -> bool:
-    """Whether an export error comes from a view the decomposition cannot take ("Cannot view a tensor …")."""
-    seen = exc
-    while seen is not None:
-        if "Cannot view a tensor" in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _is_all_true(x):
-    """``aten._is_all_true`` (the argument of transformers' ``torch_compilable_check`` assertions) in ONNX."""
-    from onnxscript import BOOL, INT32
-    from onnxscript import opset18 as op
-
-    flat = op.Reshape(x, op.Constant(value_ints=[-1]))
-    return op.Cast(op.ReduceMin(op.Cast(flat, to=INT32.dtype), keepdims=0), to=BOOL.dtype)
-
-
-def _first_lines(text: str, n: int = 6) -> str:
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return " ".join(lines[:n])[:1500]
-
-
-def _as_records(masks: Iterable[PrunedWeight] | Mapping[str, PrunedWeight] | str | Path | None) -> list[PrunedWeight]:
-    if masks is None:
-        return []
-    if isinstance(masks, (str, Path)):
-        masks = load_masks(masks)
-    return list(masks.values()) if isinstance(masks, Mapping) else list(masks)
-
-
-def _check_records(model: nn.Module, records: Sequence[PrunedWeight]) -> dict[str, torch.Tensor]:
-    params = dict(model.named_parameters())
-    weights = {}
-    for rec in records:
-        if rec.name not in params:
-            raise ExportError(f"mask for {rec.key!r}: the model has no such parameter (masks from another model?)")
-        param = params[rec.name]
-        if rec.expert is not None and (param.dim() != 3 or not 0 <= rec.expert < param.shape[0]):
-            raise ExportError(f"mask for {rec.key!r}: {rec.name} {tuple(param.shape)} has no expert {rec.expert}")
-        if tuple(rec.stored(param).shape) != tuple(rec.mask.shape):
-            raise ExportError(f"mask for {rec.key!r} has shape {tuple(rec.mask.shape)}, the parameter "
-                              f"{tuple(rec.stored(param).shape)}")
-        weights[rec.name] = param
-    return weights
+WRAPPER_PREFIX = "model."  # the adapters hold the user's model as `self.model`
+EXPORTERS = ("auto", "genai", "torch")
 
 
 def export_onnx(
@@ -202,7 +73,7 @@ def export_onnx(
     example_inputs: ExampleInputs,
     path: str | Path,
     *,
-    masks: Iterable[PrunedWeight] | Mapping[str, PrunedWeight] | str | Path | None = None,
+    masks: MasksLike = None,
     opset: int | None = None,
     dynamic: bool | Mapping[str, Mapping[int, str]] = True,
     verify: bool = True,
@@ -215,30 +86,105 @@ def export_onnx(
     providers: Sequence[str] = ("CPUExecutionProvider",),
     strict: bool = False,
     verbose: bool = True,
+    kv_cache: bool | None = None,
+    exporter: str = "auto",
+    source_dir: str | Path | None = None,
+    tokenizer: Any = None,
+    generate_tokens: int = 32,
+    optimize: str = "fold",
+    progress: bool | None = None,
 ) -> ExportReport:
     """Export ``model`` to ONNX at ``path`` and verify the file; returns (and with ``verbose`` prints) the report.
 
     ``example_inputs``: a tensor (Hugging Face models: ``input_ids``), a tuple (positional arguments), or a
     mapping such as a tokenizer's ``BatchEncoding`` (keyword arguments; keys become the ONNX input names).
     ``masks``: the pruned weights (:class:`~swappass.core.masks.PrunedWeight` list or dict, or a masks file) to audit
-    and describe in the metadata. ``dynamic``: True = dynamic ``batch`` (axis 0) and ``sequence`` (axis 1 of
-    token inputs and of rank-3 inputs) axes; False = fixed shapes; or ``{input: {axis: name}}``. ``opset``: the
-    ONNX opset (None: the exporter's default). ``compact``: store highly sparse initializers as bit mask +
-    values (smaller file, onnxruntime folds it back at load). ``outputs``: fields of a dict / ModelOutput result
-    to export (default for Hugging Face models: ``logits`` if present, else ``last_hidden_state``).
-    ``external_data``: None = automatically when over the 2 GB protobuf limit. ``rtol``/``atol``: verification
-    tolerance (default by dtype, see :func:`swappass.onnx.verify.default_tolerances`). ``verify_inputs``: a
-    second input set (default: one of another batch size and sequence length). ``strict``: raise
-    :class:`~swappass.onnx.verify.VerificationError` when verification fails (the file stays, for inspection).
+    and describe in the metadata. ``opset``: the ONNX opset (checked first, :mod:`swappass.onnx.opsets`; None: the
+    exporter's default). ``compact``: store highly sparse initializers as bit mask + values (smaller file,
+    onnxruntime folds it back at load). ``external_data``: None = automatically when over the 2 GB protobuf limit.
+    ``rtol``/``atol``: verification tolerance (default by dtype, see :func:`swappass.onnx.verify.default_tolerances`).
+    ``strict``: raise :class:`~swappass.onnx.verify.VerificationError` when verification fails (the file stays, for
+    inspection; a file that onnxruntime cannot load at all is not written). ``progress``: print each stage and its
+    time on stderr (None: as ``verbose``).
+
+    KV-cache decoder (``kv_cache``; None = for causal LMs, see :mod:`swappass.onnx.decoder_export`): ``exporter``
+    ``"auto"`` (the onnxruntime-genai builder where it supports the model, else torch.onnx), ``"genai"`` or
+    ``"torch"``; ``source_dir``: the model's ``save_pretrained`` directory when there is one (the builder reads it;
+    otherwise the model is saved to a temporary one); ``tokenizer``: saved beside the file for
+    ``swappass generate`` / onnxruntime-genai; ``generate_tokens``: greedy tokens compared with PyTorch.
+
+    Graph without a cache: ``dynamic``: True = dynamic ``batch`` (axis 0) and ``sequence`` (axis 1 of token inputs
+    and of rank-3 inputs) axes; False = fixed shapes; or ``{input: {axis: name}}``. ``outputs``: fields of a dict /
+    ModelOutput result to export (default for Hugging Face models: ``logits`` if present, else
+    ``last_hidden_state``). ``verify_inputs``: a second input set (default: one of another batch size and sequence
+    length). ``optimize``: the graph clean-up after translation (:func:`swappass.onnx.translate.translate`).
     """
-    path = Path(path)
-    records = _as_records(masks)
-    weights = _check_records(model, records)
+    opset = check_opset(opset)
+    if exporter not in EXPORTERS:
+        raise ExportError(f"exporter {exporter!r} is not one of {EXPORTERS}")
+    if optimize not in OPTIMIZE_LEVELS:
+        raise ExportError(f"optimize {optimize!r} is not one of {OPTIMIZE_LEVELS}")
+    log = StageLog(verbose if progress is None else progress)
+    if kv_cache is None:
+        kv_cache = is_causal_lm(model)
+    if kv_cache:
+        from .decoder_export import export_decoder
+
+        report = export_decoder(
+            model, example_inputs, Path(path), log, masks=masks, opset=opset, verify=verify, compact=compact,
+            external_data=external_data, rtol=rtol, atol=atol, providers=providers, exporter=exporter,
+            source_dir=source_dir, tokenizer=tokenizer, generate_tokens=generate_tokens, optimize=optimize)
+    else:
+        report = _export_graph(model, example_inputs, Path(path), log, masks, opset, dynamic, verify, compact,
+                               outputs, external_data, rtol, atol, verify_inputs, providers, optimize)
+    return finish_report(report, verbose, verify, strict)
+
+
+def finish_report(report: ExportReport, verbose: bool, verify: bool, strict: bool) -> ExportReport:
+    """Print the report (``verbose``) and warn, or raise with ``strict``, when verification failed."""
+    if verbose:
+        print(report)
+    if verify and not report.passed:
+        if strict:
+            raise VerificationError(f"{report.path} failed verification:\n  " + "\n  ".join(report.failures()))
+        warnings.warn(f"{report.path} failed verification: " + "; ".join(report.failures()[:3]), stacklevel=3)
+    return report
+
+
+def _capture_and_translate(model, adapter, named, axes, hf, output_names, opset, optimize, log: StageLog):
+    """(unused parameters, folded parameters, the ModelProto, a note or None); a capture that fails on a view of
+    a transposed tensor in sdpa attention is retried with transformers' eager attention (the same function)."""
+
+    def run():
+        with log.stage("capture", "torch.export"):
+            ep = capture(adapter, widen_unit_axes(named, axes), list(named), axes, max_sizes(model, hf))
+        unused, folded = unused_parameters(ep, WRAPPER_PREFIX), folded_parameters(ep, WRAPPER_PREFIX)
+        with log.stage("translate", f"torch.onnx, clean-up {optimize}"):
+            return unused, folded, translate(ep, list(named), output_names, opset, optimize)
+
+    try:
+        return (*run(), None)
+    except ExportError as exc:
+        if not is_view_failure(exc):
+            raise
+        with eager_attention(model) as changed:
+            if not changed:
+                raise
+            result = run()
+    return (*result, "exported with transformers' eager attention (the same function): torch.export's "
+                     "decomposition of this model's sdpa attention fails (a view of a transposed tensor)")
+
+
+def _export_graph(model, example_inputs, path: Path, log: StageLog, masks, opset, dynamic, verify, compact, outputs,
+                  external_data, rtol, atol, verify_inputs, providers, optimize) -> ExportReport:
+    """The graph from the model's inputs to its outputs, without a cache (see the module docstring)."""
+    records = as_records(masks)
+    weights = check_records(model, records)
     hf = is_hf_model(model)
     named, positional = named_inputs(model, example_inputs, hf)
     axes = dynamic_axes(named, dynamic)
     call_kwargs = hf_call_kwargs(model, hf)
-    with _eval_mode(model), exportable_experts(model), AtomicOutput(path) as out:
+    with eval_mode(model), exportable_experts(model), AtomicOutput(path) as out:
         t0 = time.perf_counter()
         with torch.no_grad():
             eager = call_model(model, named, positional, call_kwargs)
@@ -246,143 +192,31 @@ def export_onnx(
         output_names = list(output_tensors(eager, fields))
         del eager
         adapter = ExportAdapter(model, list(named), call_kwargs, fields, positional).eval()
-
-        def capture_and_translate():
-            ep = _capture(adapter, widen_unit_axes(named, axes), list(named), axes, max_sizes(model, hf))
-            return _unused_parameters(ep), _folded_parameters(ep), _translate(ep, list(named), output_names, opset)
-
-        note = None
-        try:
-            unused, folded, proto = capture_and_translate()
-        except ExportError as exc:
-            if not _is_view_failure(exc):
-                raise
-            with eager_attention(model) as changed:
-                if not changed:
-                    raise
-                unused, folded, proto = capture_and_translate()
-            note = ("exported with transformers' eager attention (the same function): torch.export's decomposition "
-                    "of this model's sdpa attention fails (a view of a transposed tensor)")
-        strip_prefix(proto, _WRAPPER_PREFIX)
+        unused, folded, proto, note = _capture_and_translate(model, adapter, named, axes, hf, output_names, opset,
+                                                             optimize, log)
+        strip_prefix(proto, WRAPPER_PREFIX)
         rename_dims(proto, axes)
-        report = _describe(proto, path)
+        report = describe(proto, path)
         if note:
             report.notes.append(note)
-        _finish_proto(proto, report, records, weights, unused, compact, folded)
-        too_big = tensor_bytes(proto) > PROTOBUF_LIMIT_BYTES - EXTERNAL_MARGIN
-        if too_big and external_data is False:
-            raise ExportError(f"the model's weights ({megabytes(tensor_bytes(proto))}) exceed the 2 GB protobuf limit; "
-                              "use external_data=True (or None)")
-        out.save(proto, too_big if external_data is None else bool(external_data))
-        del proto
-        final, report.external_data = out.commit()
+        with log.stage("write", "names, metadata" + (", compact storage" if compact else "")):
+            finish_proto(proto, report, records, weights, unused, compact, folded)
+            out.write(proto, external_data)
+            del proto
         report.export_seconds = time.perf_counter() - t0
-        report.file_bytes = final.stat().st_size + (report.external_data.stat().st_size if report.external_data else 0)
         if verify:
-            _verify(report, model, adapter, named, axes, output_names, records, weights, unused, rtol, atol,
-                    verify_inputs, providers, folded)
+            _verify(report, out.staged, log, model, adapter, named, axes, output_names, records, weights, unused,
+                    rtol, atol, verify_inputs, providers, folded)
         else:
             report.verified = False
-    if verbose:
-        print(report)
-    if verify and not report.passed:
-        if strict:
-            raise VerificationError(f"{final} failed verification:\n  " + "\n  ".join(report.failures()))
-        warnings.warn(f"{final} failed verification: " + "; ".join(report.failures()[:3]), stacklevel=2)
+        final, report.external_data = out.commit()
+    report.file_bytes = final.stat().st_size + (report.external_data.stat().st_size if report.external_data else 0)
+    report.stage_seconds = dict(log.seconds)
     return report
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Export and verify in eval mode (no dropout), then restore the model's mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
-def _describe(proto: onnx.ModelProto, path: Path) -> ExportReport:
-    """A report holding what the graph says: opset, input and output names with their (named) dims."""
-    return ExportReport(
-        path=path,
-        file_bytes=0,
-        opset=next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0),
-        inputs={vi.name: _vi_dims(vi) for vi in proto.graph.input},
-        outputs={vi.name: _vi_dims(vi) for vi in proto.graph.output},
-    )
-
-
-def _finish_proto(proto: onnx.ModelProto, report: ExportReport, records: Sequence[PrunedWeight],
-                  weights: Mapping[str, torch.Tensor], unused: set[str], compact: bool,
-                  folded: set[str] = frozenset()) -> None:
-    """Name the pruned weights, store sparse ones compactly (if asked), and write the sparsity metadata."""
-    audit = None
-    if records:
-        restore_weight_names(proto, records, weights)
-        audit = audit_sparsity(proto, records, weights, unused, folded)  # of the dense graph: gives the metadata
-
-    def write_metadata() -> None:
-        set_metadata(proto, sparsity_metadata(audit) if audit is not None else {"swappass.version": __version__})
-
-    write_metadata()
-    if compact:
-        report.dense_bytes = serialized_bytes(proto)
-        report.compacted = [c.name for c in compact_initializers(proto)]
-        if audit is not None:
-            for e in audit.entries:
-                if e.initializer in report.compacted:
-                    e.storage = "compact"  # bit mask + values, rebuilt by swappass.onnx.compact's subgraph
-            write_metadata()
-
-
-def _unused_parameters(ep: torch.export.ExportedProgram) -> set[str]:
-    """Parameters that no exported output depends on (e.g. BERT's pooler when exporting last_hidden_state).
-
-    Walks the captured graph backwards from its outputs (which include functionalised buffer mutations)."""
-    output = next(n for n in ep.graph.nodes if n.op == "output")
-    live, stack = set(), [output]
-    while stack:
-        node = stack.pop()
-        for arg in node.all_input_nodes:
-            if arg.name not in live:
-                live.add(arg.name)
-                stack.append(arg)
-    out = set()
-    for placeholder, fqn in ep.graph_signature.inputs_to_parameters.items():
-        if placeholder not in live:
-            out.add(fqn[len(_WRAPPER_PREFIX):] if fqn.startswith(_WRAPPER_PREFIX) else fqn)
-    return out
-
-
-def _folded_parameters(ep: torch.export.ExportedProgram) -> set[str]:
-    """Parameters applied to constants only (every node reading one depends on no user input), e.g. DeBERTa-v2's
-    ``pos_key_proj`` on its relative position embeddings: the exporter folds their products into constants, so the
-    file holds the product, not the weight (the outputs still verify it)."""
-    users_inputs = set(ep.graph_signature.user_inputs)
-    live: set[str] = set()  # nodes that depend on a user input
-    for node in ep.graph.nodes:
-        if node.op == "placeholder":
-            if node.name in users_inputs:
-                live.add(node.name)
-        elif any(a.name in live for a in node.all_input_nodes):
-            live.add(node.name)
-    out = set()
-    placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
-    for placeholder, fqn in ep.graph_signature.inputs_to_parameters.items():
-        users = placeholders[placeholder].users if placeholder in placeholders else {}
-        if users and not any(u.name in live for u in users):
-            out.add(fqn[len(_WRAPPER_PREFIX):] if fqn.startswith(_WRAPPER_PREFIX) else fqn)
-    return out
-
-
-def _vi_dims(vi: onnx.ValueInfoProto) -> list:
-    return [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
-
-
-def _verify(report: ExportReport, model, adapter, named, axes, output_names, records, weights, unused, rtol, atol,
-            verify_inputs, providers, folded=frozenset()) -> None:
+def _verify(report: ExportReport, staged: Path, log: StageLog, model, adapter, named, axes, output_names, records,
+            weights, unused, rtol, atol, verify_inputs, providers, folded=frozenset()) -> None:
     import onnxruntime as ort
 
     t0 = time.perf_counter()
@@ -391,28 +225,29 @@ def _verify(report: ExportReport, model, adapter, named, axes, output_names, rec
     report.rtol = d_rtol if rtol is None else rtol
     report.atol = d_atol if atol is None else atol
     if records:
-        report.audit = audit_sparsity(report.path, records, weights, unused, folded)
-    try:
-        session = ort.InferenceSession(str(report.path), providers=list(providers))
-    except Exception as exc:
-        report.checks.append(OutputCheck("load", "-", float("inf"), float("inf"), 0.0, False,
-                                         note=f"onnxruntime could not load the file: {_first_lines(str(exc), 3)}"))
-        report.verify_seconds = time.perf_counter() - t0
-        return
-    device = next((t.device for t in named.values()), torch.device("cpu"))
+        with log.stage("audit", f"{len(records)} pruned weights"):
+            report.audit = audit_sparsity(staged, records, weights, unused, folded)
+    with log.stage("verify", "onnxruntime against PyTorch"):
+        try:
+            session = ort.InferenceSession(str(staged), providers=list(providers))
+        except Exception as exc:
+            raise ExportError(f"onnxruntime cannot load the exported file, so it was not written: "
+                              f"{first_lines(str(exc), 3)}") from exc
+        device = next((t.device for t in named.values()), torch.device("cpu"))
 
-    def reference(*inputs):
-        return adapter(*(t.to(device) for t in inputs))
+        def reference(*inputs):
+            return adapter(*(t.to(device) for t in inputs))
 
-    lm = [n for n in output_names if n == "logits"]
-    report.checks += compare_outputs(session, reference, named, output_names, "example", report.rtol, report.atol, lm)
-    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-    max_len = max_positions(model)
-    second = verify_inputs if verify_inputs is not None else second_inputs(
-        {k: v.cpu() for k, v in named.items()}, axes, vocab, max_len)
-    if second is not None:
-        report.checks += compare_outputs(session, reference, second, output_names, "second", report.rtol, report.atol,
-                                         lm)
-    else:
-        report.notes.append("fixed input shapes: verified on the example inputs only")
+        lm = [n for n in output_names if n == "logits"]
+        report.checks += compare_outputs(session, reference, named, output_names, "example", report.rtol,
+                                         report.atol, lm)
+        vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+        second = verify_inputs if verify_inputs is not None else second_inputs(
+            {k: v.cpu() for k, v in named.items()}, axes, vocab, max_positions(model))
+        if second is not None:
+            report.checks += compare_outputs(session, reference, second, output_names, "second", report.rtol,
+                                             report.atol, lm)
+        else:
+            report.notes.append("fixed input shapes: verified on the example inputs only")
     report.verify_seconds = time.perf_counter() - t0
+

@@ -1,5 +1,6 @@
 """Writing an ONNX file: atomically (a temporary directory beside the target, then a rename), with external
-data when the weights exceed the 2 GB protobuf limit."""
+data when the weights exceed the 2 GB protobuf limit, and the files that go beside it (``genai_config.json``,
+tokenizer files) in the same commit."""
 from __future__ import annotations
 
 import os
@@ -39,7 +40,8 @@ def serialized_bytes(model: onnx.ModelProto) -> int:
 
 class AtomicOutput:
     """A temporary directory beside ``path``; ``commit`` moves the written files into place, any exit without
-    commit removes everything, so a failed export never leaves a partial file (or clobbers an existing one)."""
+    commit removes everything, so a failed export never leaves a partial file (or clobbers an existing one).
+    Files written into :attr:`tmp` beside the model (a runtime config, tokenizer files) are committed with it."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -67,14 +69,38 @@ class AtomicOutput:
             raise ExportError(f"writing {self.path} failed: {exc}") from exc
         return target, (self.tmp / data_name) if external else None
 
-    def commit(self) -> tuple[Path, Path | None]:
-        """Move the data file (if any) and then the model into place."""
+    def write(self, model: onnx.ModelProto, external_data: bool | None) -> bool:
+        """Save ``model`` into the temporary directory: as one file, or with its weights in ``NAME.data`` when
+        ``external_data`` (None: when over the 2 GB protobuf limit). Returns whether external data was used."""
+        from .report import megabytes
+
+        too_big = tensor_bytes(model) > PROTOBUF_LIMIT_BYTES - EXTERNAL_MARGIN
+        if too_big and external_data is False:
+            raise ExportError(f"the model's weights ({megabytes(tensor_bytes(model))}) exceed the 2 GB protobuf "
+                              "limit; use external_data=True (or None)")
+        external = too_big if external_data is None else bool(external_data)
+        self.save(model, external)
+        return external
+
+    @property
+    def staged(self) -> Path:
+        """Where the model file lies until :meth:`commit`."""
+        return self.tmp / self.path.name
+
+    def commit(self, keep_existing: tuple[str, ...] = ()) -> tuple[Path, Path | None]:
+        """Move the data file (if any), the files beside the model, and then the model into place; files named in
+        ``keep_existing`` do not replace a file of that name already there (e.g. a model directory's tokenizer)."""
         data = self.tmp / (self.path.name + ".data")
         data_final = None
         if data.exists():
             data_final = self.path.with_name(data.name)
             os.replace(data, data_final)
-        os.replace(self.tmp / self.path.name, self.path)
+        for extra in sorted(self.tmp.iterdir()):
+            if extra.is_file() and extra.name != self.path.name:
+                target = self.path.with_name(extra.name)
+                if not (extra.name in keep_existing and target.exists()):
+                    os.replace(extra, target)
+        os.replace(self.staged, self.path)
         return self.path, data_final
 
     def __enter__(self) -> "AtomicOutput":

@@ -1,4 +1,5 @@
-"""ONNX export: tiny LLaMA / GPT-2 / BERT pruned, exported, checked in onnxruntime and audited; bad inputs."""
+"""ONNX export of one graph (no KV cache: ``kv_cache=False`` for the causal LMs): tiny LLaMA / GPT-2 / BERT pruned,
+exported, checked in onnxruntime and audited; bad inputs. The KV-cache decoder: tests/onnx/test_decoder_export.py."""
 import json
 import os
 import subprocess
@@ -73,7 +74,8 @@ def llama_export(tmp_path_factory):
         if (pattern, compact) not in cache:
             model, records = build("llama", pattern)
             path = tmp_path_factory.mktemp("llama") / f"{pattern.replace(':', '_')}{'_c' if compact else ''}.onnx"
-            report = sp.export_onnx(model, token_inputs("llama"), path, masks=records, compact=compact, verbose=False)
+            report = sp.export_onnx(model, token_inputs("llama"), path, masks=records, compact=compact, verbose=False,
+                                    kv_cache=False)
             cache[pattern, compact] = model, records, report
         return cache[pattern, compact]
 
@@ -93,7 +95,8 @@ def test_pruned_hf_model_exports_verifies_and_passes_audit(tmp_path, llama_expor
         model, records, report = llama_export(pattern)
     else:
         model, records = build(arch, pattern)
-        report = sp.export_onnx(model, token_inputs(arch), tmp_path / "model.onnx", masks=records, verbose=False)
+        report = sp.export_onnx(model, token_inputs(arch), tmp_path / "model.onnx", masks=records, verbose=False,
+                                kv_cache=False)
     path = report.path
     assert report.passed, report.failures()
     # onnxruntime against PyTorch at two different (batch, sequence) shapes
@@ -378,16 +381,17 @@ def test_model_in_training_mode_exports_and_verifies_in_eval_mode(tmp_path):
 
 
 def test_external_data_when_over_the_protobuf_limit(tmp_path, monkeypatch):
-    import swappass.onnx.export as ex
+    import swappass.onnx.files as files
 
     model, records = build("llama", "2:4")
-    monkeypatch.setattr(ex, "PROTOBUF_LIMIT_BYTES", 60_000)
-    monkeypatch.setattr(ex, "EXTERNAL_MARGIN", 0)
+    monkeypatch.setattr(files, "PROTOBUF_LIMIT_BYTES", 60_000)
+    monkeypatch.setattr(files, "EXTERNAL_MARGIN", 0)
     with pytest.raises(ExportError, match="exceed the 2 GB protobuf limit"):
         sp.export_onnx(model, token_inputs("llama"), tmp_path / "no.onnx", masks=records, external_data=False,
-                       verbose=False)
+                       verbose=False, kv_cache=False)
     assert list(tmp_path.iterdir()) == []
-    report = sp.export_onnx(model, token_inputs("llama"), tmp_path / "m.onnx", masks=records, verbose=False)
+    report = sp.export_onnx(model, token_inputs("llama"), tmp_path / "m.onnx", masks=records, verbose=False,
+                            kv_cache=False)
     assert report.passed and report.external_data == tmp_path / "m.onnx.data"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
     assert report.file_bytes == sum(p.stat().st_size for p in tmp_path.iterdir())
@@ -413,17 +417,25 @@ def _saved_pruned_dir(path: Path, arch="llama", pattern="2:4"):
 
 
 def test_cli_export_end_to_end(tmp_path):
+    """A causal LM exports as a KV-cache decoder (torch.onnx here: the tiny model's head size 8 is not one the
+    builder's CPU attention takes), with genai_config.json and the stage times."""
     _saved_pruned_dir(tmp_path / "pruned")
     out, js = tmp_path / "m.onnx", tmp_path / "report.json"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "swappass", "export", str(tmp_path / "pruned"), "--out", str(out), "--compact",
-           "--json", str(js)]
+           "--json", str(js), "--tokens", "8"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "PASSED" in proc.stdout and "sparsity audit: 14/14" in proc.stdout
+    for stage in ("load", "capture", "translate", "write", "audit", "verify"):
+        assert f"export: {stage} " in proc.stderr  # each stage says when it starts and how long it took
+    assert "head size 8 is not a multiple of 16" in proc.stderr
     data = json.loads(js.read_text())
-    assert data["passed"] and data["audit"]["passed"] and len(data["checks"]) == 2
-    assert ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).get_inputs()[0].name == "input_ids"
+    assert data["passed"] and data["audit"]["passed"] and data["kv_cache"] and data["compacted"]
+    assert all(t["passed"] and t["matched"] == t["tokens"] for t in data["token_checks"])
+    assert (tmp_path / "genai_config.json").is_file()
+    names = [i.name for i in ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).get_inputs()]
+    assert names[:3] == ["input_ids", "attention_mask", "position_ids"] and "past_key_values.1.value" in names
 
 
 def test_cli_export_fails_on_masks_that_do_not_match_the_weights(tmp_path, capsys):
@@ -473,7 +485,7 @@ def test_a_batch_of_one_example_still_exports_dynamic_axes(tmp_path):
     gives a file that also runs (and verifies) at batch 2."""
     model, records = build("llama", "2:4")
     report = sp.export_onnx(model, token_inputs("llama", batch=1, seq=12), tmp_path / "m.onnx", masks=records,
-                            verbose=False)
+                            verbose=False, kv_cache=False)
     assert report.passed, report.failures()
     assert {c.inputs for c in report.checks} == {"example 1×12", "second 2×15"}
     assert all(c.top1 == 1.0 for c in report.checks)
