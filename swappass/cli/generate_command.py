@@ -28,7 +28,6 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
                    help="onnxruntime-genai's own loop (genai), swappass's onnxruntime loop (onnxruntime), or genai "
                    "when it is installed and the directory has a genai_config.json (auto)")
     p.add_argument("--ignore-eos", action="store_true", help="do not stop at the end-of-sequence token")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (onnxruntime runtime)")
     p.set_defaults(func=run_generate)
     return p
 
@@ -37,8 +36,6 @@ def run_generate(args: argparse.Namespace) -> int:
     """``swappass generate``; returns the exit status."""
     if args.tokens < 1:
         raise InputError(f"--tokens must be ≥ 1 (got {args.tokens})")
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be ≥ 1 (got {args.threads})")
     from ..onnx.genai_builder import genai_version
     from ..onnx.genai_config import read_genai_config
     from .generate import generate_genai, generate_onnxruntime, resolve_model
@@ -56,6 +53,7 @@ def run_generate(args: argparse.Namespace) -> int:
                              "--no-kv-cache runs with --runtime onnxruntime)")
         stats = generate_genai(directory, args.prompt, args.tokens, args.ignore_eos)
     else:
-        stats = generate_onnxruntime(file, directory, args.prompt, args.tokens, args.ignore_eos, args.threads)
+        stats = generate_onnxruntime(file, directory, args.prompt, args.tokens, args.ignore_eos,
+                                     args.thread_policy.chosen.get("generate"))  # --threads: onnxruntime's intra-op
     print(stats, file=sys.stderr)
     return EXIT_OK
