@@ -17,7 +17,6 @@ from torch import nn
 from ..core.errors import InputError
 
 __all__ = [
-    "has_fused_experts",
     "ExportError",
     "ExportAdapter",
     "ExampleInputs",
@@ -226,11 +225,6 @@ def exportable_experts(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         put(before)
-
-
-def has_fused_experts(model: nn.Module) -> bool:
-    """Whether the model holds mixture-of-experts weights as fused 3-D parameters (``…experts.gate_up_proj``)."""
-    return any(p.dim() == 3 and ".experts." in f".{n}" for n, p in model.named_parameters())
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ import onnx
 import torch
 from torch import nn
 
-from .adapter import ExportError, exportable_experts, has_fused_experts, named_inputs
+from .adapter import ExportError, exportable_experts, named_inputs
 from .audit import audit_sparsity
 from .cache_adapter import (AXIS_NAMES, CacheDecoderAdapter, DecoderGeometry, is_causal_lm, probe_geometry)
 from .cache_verify import compare_generation, genai_generation_check
@@ -54,8 +54,6 @@ def choose_exporter(exporter: str, model: nn.Module, geometry: DecoderGeometry, 
         return "torch", None
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     why = builder_refusal(type(model).__name__, dtype, geometry, has_tokenizer, opset)
-    if why is None and has_fused_experts(model):
-        why = "the builder packs fused experts into its own MoE operator, where the sparsity audit cannot check them"
     if why is not None and exporter == "genai":
         raise ExportError(f"exporter 'genai' cannot export this model: {why}; use exporter 'torch' (or 'auto')")
     return ("torch", why) if why else ("genai", None)

@@ -34,7 +34,6 @@ from .adapter import (
     dynamic_axes,
     eager_attention,
     exportable_experts,
-    has_fused_experts,
     hf_call_kwargs,
     is_hf_model,
     max_positions,
@@ -126,9 +125,6 @@ def export_onnx(
     if optimize not in OPTIMIZE_LEVELS:
         raise ExportError(f"optimize {optimize!r} is not one of {OPTIMIZE_LEVELS}")
     log = StageLog(verbose if progress is None else progress)
-    fold_experts = optimize == "fold" and has_fused_experts(model)
-    if fold_experts:  # the fold clean-up rewrites gathered expert weights where the audit cannot locate them
-        optimize = "full"
     if kv_cache is None:
         kv_cache = is_causal_lm(model)
     if kv_cache:
@@ -141,9 +137,6 @@ def export_onnx(
     else:
         report = _export_graph(model, example_inputs, Path(path), log, masks, opset, dynamic, verify, compact,
                                outputs, external_data, rtol, atol, verify_inputs, providers, optimize)
-    if fold_experts:
-        report.notes.append("graph clean-up 'full' instead of 'fold': the model's fused expert weights are gathered "
-                            "in the graph, and only the full optimiser keeps them where the sparsity audit finds them")
     return finish_report(report, verbose, verify, strict)
 
 

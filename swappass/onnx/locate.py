@@ -157,9 +157,17 @@ class GraphIndex:
     def _trace_gathered(self, value: str, idx: int) -> tuple[str, int] | None:
         """(source, reduction axis of one expert's slice) when a MatMul operand is ``Gather(W, ids)`` along the
         first axis of a 3-D constant ``W`` (batched expert matmuls), else None. A batched operand A ``(S, M, K)``
-        reduces over its last axis (slice axis 1), B ``(S, K, N)`` over its second to last (slice axis 0)."""
-        while value in self.producer and self.nodes[self.producer[value]].op_type in _PASS_THROUGH:
-            value = self.nodes[self.producer[value]].input[0]
+        reduces over its last axis (slice axis 1), B ``(S, K, N)`` over its second to last (slice axis 0). A
+        ``Transpose`` of the gathered slices' last two axes on the way swaps that axis."""
+        swapped = False
+        while value in self.producer:
+            node = self.nodes[self.producer[value]]
+            kind = _transpose_perm(node, None) if node.op_type == "Transpose" else None
+            if kind in ("identity", "swap"):
+                swapped ^= kind == "swap"
+            elif node.op_type not in _PASS_THROUGH:
+                break
+            value = node.input[0]
         if value not in self.producer:
             return None
         node = self.nodes[self.producer[value]]
@@ -174,7 +182,8 @@ class GraphIndex:
         shape = self.shape(source)
         if shape is not None and len(shape) != 3:
             return None
-        return source, 1 if idx == 0 else 0
+        axis = 1 if idx == 0 else 0
+        return source, 1 - axis if swapped else axis
 
     def _trace_to_source(self, value: str, axis: int) -> tuple[str, int] | None:
         while value not in self.initializers and value not in self.sparse_initializers:
@@ -182,10 +191,10 @@ class GraphIndex:
                 return None
             node = self.nodes[self.producer[value]]
             if node.op_type == "Transpose":
-                perm = [a.ints for a in node.attribute if a.name == "perm"]
-                if perm and list(perm[0]) != [1, 0]:
+                kind = _transpose_perm(node, 2)
+                if kind == "other":
                     return None  # not a plain 2-D transpose: not a weight layout change we understand
-                axis = 1 - axis
+                axis = 1 - axis if kind == "swap" else axis
             elif node.op_type not in _PASS_THROUGH:
                 break  # a computed constant (e.g. the compact form): it is the source
             value = node.input[0]
@@ -193,6 +202,19 @@ class GraphIndex:
         if shape is not None and len(shape) != 2:
             return None
         return value, axis
+
+
+def _transpose_perm(node: onnx.NodeProto, rank: int | None) -> str:
+    """A ``Transpose``'s effect on the last two axes of its ``rank``-D input (None: unknown): ``"swap"`` (perm
+    [0, …, n-1, n-2]; no perm on a 2-D input), ``"identity"`` (perm [0, …, n-1]: a no-op the graph clean-up keeps) or
+    ``"other"``."""
+    perm = [list(a.ints) for a in node.attribute if a.name == "perm"]
+    if not perm:
+        return "swap" if rank == 2 else "other"  # no perm reverses the axes
+    n = len(perm[0])
+    if perm[0] == list(range(n)):
+        return "identity"
+    return "swap" if n >= 2 and perm[0] == list(range(n - 2)) + [n - 1, n - 2] else "other"
 
 
 def _dense_from_sparse(sparse: onnx.SparseTensorProto, base_dir: str | None) -> np.ndarray:
