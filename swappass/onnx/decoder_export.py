@@ -37,10 +37,9 @@ from .genai_config import GENAI_CONFIG, decoder_config, read_genai_config, set_d
 from .generation import DecoderSession
 from .naming import rename_dims, strip_prefix
 from .progress import StageLog
-from .proto import as_records, check_records, describe, eval_mode, finish_proto
+from .proto import as_records, check_records, describe, eval_mode, finish_proto, set_tolerances
 from .report import ExportReport
 from .translate import capture_error, export_program, first_lines, translate, unused_parameters
-from .verify import default_tolerances
 
 __all__ = ["export_decoder", "choose_exporter", "verification_prompts"]
 
@@ -218,10 +217,7 @@ def verification_prompts(example_inputs: Any, model: nn.Module, geometry: Decode
 def _verify(report: ExportReport, out: AtomicOutput, log: StageLog, model, example_inputs, geometry, records, weights,
             unused, rtol, atol, providers, generate_tokens) -> None:
     t0 = time.perf_counter()
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    d_rtol, d_atol = default_tolerances(dtype)
-    report.rtol = d_rtol if rtol is None else rtol
-    report.atol = d_atol if atol is None else atol
+    set_tolerances(report, model, rtol, atol)
     if records:
         with log.stage("audit", f"{len(records)} pruned weights"):
             report.audit = audit_sparsity(out.staged, records, weights, unused)

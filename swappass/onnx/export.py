@@ -49,7 +49,7 @@ from .files import AtomicOutput
 from .naming import rename_dims, strip_prefix
 from .opsets import check_opset
 from .progress import StageLog
-from .proto import MasksLike, as_records, check_records, describe, eval_mode, finish_proto
+from .proto import MasksLike, as_records, check_records, describe, eval_mode, finish_proto, set_tolerances
 from .report import ExportReport
 from .translate import (
     OPTIMIZE_LEVELS,
@@ -60,7 +60,7 @@ from .translate import (
     translate,
     unused_parameters,
 )
-from .verify import VerificationError, compare_outputs, default_tolerances, second_inputs
+from .verify import VerificationError, compare_outputs, second_inputs
 
 __all__ = ["export_onnx", "EXPORTERS"]
 
@@ -220,10 +220,7 @@ def _verify(report: ExportReport, staged: Path, log: StageLog, model, adapter, n
     import onnxruntime as ort
 
     t0 = time.perf_counter()
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    d_rtol, d_atol = default_tolerances(dtype)
-    report.rtol = d_rtol if rtol is None else rtol
-    report.atol = d_atol if atol is None else atol
+    set_tolerances(report, model, rtol, atol)
     if records:
         with log.stage("audit", f"{len(records)} pruned weights"):
             report.audit = audit_sparsity(staged, records, weights, unused, folded)

@@ -23,8 +23,10 @@ from .files import serialized_bytes
 from .metadata import set_metadata
 from .naming import restore_weight_names
 from .report import ExportReport
+from .verify import default_tolerances
 
-__all__ = ["MasksLike", "as_records", "check_records", "eval_mode", "describe", "finish_proto", "value_dims"]
+__all__ = ["MasksLike", "as_records", "check_records", "eval_mode", "describe", "finish_proto", "value_dims",
+           "set_tolerances"]
 
 MasksLike = Iterable[PrunedWeight] | Mapping[str, PrunedWeight] | str | Path | None
 
@@ -105,3 +107,12 @@ def finish_proto(proto: onnx.ModelProto, report: ExportReport, records: Sequence
                     e.storage = "compact"  # bit mask + values, rebuilt by swappass.onnx.compact's subgraph
             write_metadata()
     return audit
+
+
+def set_tolerances(report: ExportReport, model: nn.Module, rtol: float | None, atol: float | None) -> None:
+    """The report's verification tolerances: ``rtol`` / ``atol`` where given, else the defaults for the model's
+    floating-point dtype (:func:`swappass.onnx.verify.default_tolerances`)."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    d_rtol, d_atol = default_tolerances(dtype)
+    report.rtol = d_rtol if rtol is None else rtol
+    report.atol = d_atol if atol is None else atol
