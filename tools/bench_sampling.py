@@ -37,7 +37,8 @@ t, c = time.perf_counter(), time.process_time()
 seqs = sample_sequences(model, tok, nsamples=n, seqlen=seqlen, seed=0, progress=False)
 wall, cpu = time.perf_counter() - t, time.process_time() - c
 ids = torch.cat(seqs)
-print(json.dumps({"wall_s": wall, "cpu_s": cpu, "tok_per_s": n * seqlen / wall,
+import swappass
+print(json.dumps({"package": swappass.__file__, "wall_s": wall, "cpu_s": cpu, "tok_per_s": n * seqlen / wall,
                   "tokens_sha": hashlib.sha256(ids.numpy().tobytes()).hexdigest()[:16]}))
 """
 
@@ -46,8 +47,9 @@ def run(checkout: Path, n: int, seqlen: int, threads: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env["PYTHONPATH"] = str(checkout)
     load = os.getloadavg()[0]
+    # cwd = the checkout: `python -c` puts the working directory first on sys.path
     proc = subprocess.run([sys.executable, "-c", CHILD, str(n), str(seqlen), str(threads)], env=env,
-                          capture_output=True, text=True)
+                          cwd=checkout, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{checkout}: {proc.stderr[-2000:]}")
     return {"checkout": str(checkout), "threads": threads, "load_avg_before": round(load, 2),

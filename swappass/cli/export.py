@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import inspect
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,12 @@ from ..lm.errors import LMInputError
 from ..lm.models import load_pretrained, load_tokenizer
 from ..onnx.adapter import ExportError
 from ..onnx.export import export_onnx
+from ..onnx.genai_builder import BuilderRun, directory_refusal
 from ..onnx.progress import StageLog
 from ..onnx.report import ExportReport
 from .inputs import decoder_inputs
 
-__all__ = ["load_pruned_dir", "example_inputs_for", "export_pruned_dir"]
+__all__ = ["load_pruned_dir", "example_inputs_for", "export_pruned_dir", "start_builder_early"]
 
 
 def load_pruned_dir(model_dir: str | Path, dtype: torch.dtype = torch.float32):
@@ -80,6 +82,23 @@ def example_inputs_for(model: nn.Module, tokenizer=None, batch: int = 2, seq_len
     return inputs
 
 
+def start_builder_early(model_dir: Path, out: Path, dtype: torch.dtype, export_kwargs: dict[str, Any]
+                        ) -> BuilderRun | None:
+    """The onnxruntime-genai builder started on ``model_dir`` now, into a temporary directory beside ``out``,
+    when the export will most likely use it (judged from ``config.json``: :func:`directory_refusal`); else None.
+    The export decides again on the loaded model and stops the builder if it is not used."""
+    if export_kwargs.get("kv_cache") is False or export_kwargs.get("exporter", "auto") == "torch":
+        return None
+    opset = export_kwargs.get("opset")
+    if not isinstance(opset, (int, type(None))) or directory_refusal(model_dir, dtype, opset) is not None:
+        return None
+    try:
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".build", dir=out.parent))
+    except OSError:  # the export itself reports an unwritable or missing output directory
+        return None
+    return BuilderRun(model_dir, work)
+
+
 def export_pruned_dir(model_dir: str | Path, out: str | Path, *, batch: int = 2, seq_len: int = 16,
                       dtype: torch.dtype = torch.float32, progress: bool = True, **export_kwargs: Any) -> ExportReport:
     """Export a pruned model directory (``save_pretrained`` + ``swappass_masks.safetensors``) to ONNX at ``out``
@@ -87,15 +106,20 @@ def export_pruned_dir(model_dir: str | Path, out: str | Path, *, batch: int = 2,
     decoder with ``genai_config.json`` and the tokenizer beside ``out`` (the builder reads ``model_dir`` itself).
     ``progress``: each stage and its time on stderr. Keyword arguments go to :func:`export_onnx`."""
     log = StageLog(progress)
-    with log.stage("load", str(model_dir)):
-        model, tokenizer, masks = load_pruned_dir(model_dir, dtype)
-    notes = []
-    if masks is None:
-        notes.append(f"{Path(model_dir) / MASKS_FILE} not found: exported without a sparsity audit")
-    example = example_inputs_for(model, tokenizer, batch=batch, seq_len=seq_len)
-    verbose = export_kwargs.pop("verbose", True)
-    report = export_onnx(model, example, out, masks=masks, verbose=False, progress=progress, source_dir=model_dir,
-                         tokenizer=tokenizer, **export_kwargs)
+    early = start_builder_early(Path(model_dir), Path(out), dtype, export_kwargs)
+    try:
+        with log.stage("load", str(model_dir) + (" (the onnxruntime-genai builder runs meanwhile)" if early else "")):
+            model, tokenizer, masks = load_pruned_dir(model_dir, dtype)
+        notes = []
+        if masks is None:
+            notes.append(f"{Path(model_dir) / MASKS_FILE} not found: exported without a sparsity audit")
+        example = example_inputs_for(model, tokenizer, batch=batch, seq_len=seq_len)
+        verbose = export_kwargs.pop("verbose", True)
+        report = export_onnx(model, example, out, masks=masks, verbose=False, progress=progress,
+                             source_dir=Path(model_dir), tokenizer=tokenizer, builder_run=early, **export_kwargs)
+    finally:
+        if early is not None:
+            early.cancel()  # stops it if the export failed before using it; removes what is left of its output
     report.stage_seconds = {**log.seconds, **report.stage_seconds}
     report.notes.extend(notes)
     if verbose:

@@ -47,6 +47,7 @@ from ..graph.sequential import sparsify
 from ..graph.sites import DEFAULT_IGNORE
 from ..graph.tracing import CaptureError
 from ..lm.calibration import calibration_set, describe_source
+from ..lm.matmul_precision import resolve_matmul_precision
 from ..lm.errors import CalibrationTextWarning, LMInputError
 from ..lm.models import load_model
 from ..onnx.adapter import ExportError
@@ -145,11 +146,14 @@ def _calibration(opts: PruneOptions, ckpt: LevelCheckpoints, model, tokenizer, r
     if cached is not None and len(cached) == opts.nsamples and cached[0].shape[-1] == opts.seqlen:
         _say(f"calibration: {len(cached)} × {opts.seqlen} tokens from the checkpoint (verified)", group)
         return cached, True
-    _say(f"calibration: {opts.nsamples} × {opts.seqlen} tokens, {describe_source(opts.calib)}, seed {opts.seed}",
-         group)
+    precision = resolve_matmul_precision(model, opts.sample_precision) if opts.calib == "self" else None
+    matmuls = f", Linear matmuls in {str(precision).removeprefix('torch.')}" if precision is not None else ""
+    _say(f"calibration: {opts.nsamples} × {opts.seqlen} tokens, {describe_source(opts.calib)}, seed {opts.seed}"
+         f"{matmuls}", group)
     try:
         windows = calibration_set(opts.calib, tokenizer, model, nsamples=opts.nsamples, seqlen=opts.seqlen,
-                                  seed=opts.seed, progress=opts.progress and distributed.is_main_process(group))
+                                  seed=opts.seed, sample_precision=opts.sample_precision,
+                                  progress=opts.progress and distributed.is_main_process(group))
     except LMInputError as exc:
         raise InputError(f"--calib {opts.calib}: {exc}") from exc
     return windows, False

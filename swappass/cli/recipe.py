@@ -42,6 +42,7 @@ class PruneOptions:
     warm_start: str = "wanda"
     iters: int = 100
     calib: str = "wikitext2"
+    sample_precision: str = "auto"  # with calib 'self' (swappass.lm.matmul_precision)
     nsamples: int = 128
     seqlen: int = 2048
     seed: int = 0
@@ -157,6 +158,7 @@ def check_options(opts: PruneOptions) -> dict[str, Any]:
         "refit": opts.refit,
         "calib": calib,
         "calib_sha256": calib_sha,
+        **({"sample_precision": opts.sample_precision} if opts.calib == "self" else {}),
         "nsamples": opts.nsamples,
         "seqlen": opts.seqlen,
         "seed": opts.seed,

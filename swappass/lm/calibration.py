@@ -49,9 +49,12 @@ def calibration_set(
     nsamples: int = 128,
     seqlen: int = 2048,
     seed: int = 0,
+    sample_precision: str = "auto",
     progress: bool = True,
 ) -> list[torch.Tensor]:
-    """``nsamples`` token windows ``(1, seqlen)`` from the source ``spec`` (see the module docstring)."""
+    """``nsamples`` token windows ``(1, seqlen)`` from the source ``spec`` (see the module docstring);
+    ``sample_precision`` is the Linear matmuls' precision while ``self`` samples
+    (:mod:`swappass.lm.matmul_precision`)."""
     if isinstance(nsamples, bool) or not isinstance(nsamples, int) or nsamples < 1:
         raise CalibrationError(f"the number of calibration samples must be at least 1, got {nsamples}")
     if isinstance(seqlen, bool) or not isinstance(seqlen, int) or seqlen < 2:
@@ -59,7 +62,8 @@ def calibration_set(
     if spec == "self":
         if model is None:
             raise CalibrationError("calibration 'self' samples from the model: pass the model")
-        return sample_sequences(model, tokenizer, nsamples=nsamples, seqlen=seqlen, seed=seed, progress=progress)
+        return sample_sequences(model, tokenizer, nsamples=nsamples, seqlen=seqlen, seed=seed,
+                                matmul_precision=sample_precision, progress=progress)
     if spec.startswith(HF_PREFIX):
         text, where = _hub_text(spec, nsamples * seqlen * _HF_MAX_CHARS_PER_TOKEN), spec
     else:

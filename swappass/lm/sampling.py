@@ -7,6 +7,10 @@ of the model with its KV cache, so a step costs one batched pass over the weight
 the next tokens from the logits by inverting the cumulative distribution (float64) with one uniform number per
 sequence. Every random number comes from one CPU generator seeded with ``seed``: the sequences depend on the
 seed, ``batch_size`` (the sequences sharing a forward pass) and the model's numerics, nothing else.
+
+The Linear layers multiply in ``matmul_precision`` meanwhile (:mod:`swappass.lm.matmul_precision`): ``"auto"``
+is bfloat16 for a float32 model on a CPU with native bfloat16 matmuls (the steps are bound by reading the
+weights), else the model's own dtype.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import CalibrationError
+from .matmul_precision import linears_in, resolve_matmul_precision
 
 __all__ = ["sample_next", "sample_sequences", "DEFAULT_SAMPLE_BATCH"]
 
@@ -64,6 +69,21 @@ def _step(model: nn.Module, ids: torch.Tensor, past, cache_arg: str, device) -> 
     return logits[:, -1], getattr(res, cache_arg, None)
 
 
+def _sample_batch(model: nn.Module, first: torch.Tensor, seqlen: int, vocab: int, cache_arg: str, device,
+                  gen: torch.Generator, bar) -> list[torch.Tensor]:
+    """``len(first)`` sequences ``(1, seqlen)`` starting with the tokens ``first``, sampled together."""
+    n = len(first)
+    ids = torch.empty(n, seqlen, dtype=torch.long)
+    ids[:, 0] = first
+    bar.update(n)
+    past = None
+    for t in range(1, seqlen):
+        logits, past = _step(model, ids[:, t - 1 : t], past, cache_arg, device)
+        ids[:, t : t + 1] = sample_next(logits[:, :vocab], gen)
+        bar.update(n)
+    return [row.reshape(1, -1).clone() for row in ids]
+
+
 @torch.no_grad()
 def sample_sequences(
     model: nn.Module,
@@ -73,10 +93,12 @@ def sample_sequences(
     seqlen: int,
     seed: int = 0,
     batch_size: int = DEFAULT_SAMPLE_BATCH,
+    matmul_precision: str = "auto",
     progress: bool = True,
 ) -> list[torch.Tensor]:
     """Data-free calibration: ``nsamples`` sequences ``(1, seqlen)`` of token ids sampled from the causal LM
-    ``model`` (see the module docstring); deterministic for a seed (and ``batch_size``)."""
+    ``model`` (see the module docstring); deterministic for a seed, ``batch_size`` and ``matmul_precision``
+    (``auto``, ``float32``, ``bfloat16``) on one machine."""
     config = getattr(model, "config", None)
     vocab = getattr(config, "vocab_size", None)
     if not vocab:
@@ -87,23 +109,17 @@ def sample_sequences(
     first = _first_tokens(vocab, tokenizer, nsamples, gen)
     device = next(model.parameters()).device
     cache_arg = _cache_argument(model)
+    dtype = resolve_matmul_precision(model, matmul_precision)
     was_training = model.training
     model.eval()
     out: list[torch.Tensor] = []
     bar = tqdm(total=nsamples * seqlen, desc="calibration: sampling from the model", unit="tok",
                disable=not progress)
     try:
-        for b0 in range(0, nsamples, batch_size):
-            n = min(batch_size, nsamples - b0)
-            ids = torch.empty(n, seqlen, dtype=torch.long)
-            ids[:, 0] = first[b0 : b0 + n]
-            bar.update(n)
-            past = None
-            for t in range(1, seqlen):
-                logits, past = _step(model, ids[:, t - 1 : t], past, cache_arg, device)
-                ids[:, t : t + 1] = sample_next(logits[:, :vocab], gen)
-                bar.update(n)
-            out.extend(row.reshape(1, -1).clone() for row in ids)
+        with linears_in(model, dtype):
+            for b0 in range(0, nsamples, batch_size):
+                n = min(batch_size, nsamples - b0)
+                out.extend(_sample_batch(model, first[b0 : b0 + n], seqlen, vocab, cache_arg, device, gen, bar))
     finally:
         bar.close()
         model.train(was_training)

@@ -31,8 +31,9 @@ from .adapter import ExportError, exportable_experts, named_inputs
 from .audit import audit_sparsity
 from .cache_adapter import (AXIS_NAMES, CacheDecoderAdapter, DecoderGeometry, is_causal_lm, probe_geometry)
 from .cache_verify import compare_generation, genai_generation_check
+from .external_data import ExternalData, adopt_external_data, load_keeping_external_data
 from .files import AtomicOutput
-from .genai_builder import TOKENIZER_FILES, builder_refusal, genai_version, has_tokenizer_files, run_builder
+from .genai_builder import TOKENIZER_FILES, BuilderRun, builder_refusal, genai_version, has_tokenizer_files
 from .genai_config import GENAI_CONFIG, decoder_config, read_genai_config, set_decoder_filename, write_genai_config
 from .generation import DecoderSession
 from .naming import rename_dims, strip_prefix
@@ -52,7 +53,7 @@ def choose_exporter(exporter: str, model: nn.Module, geometry: DecoderGeometry, 
     if exporter == "torch":
         return "torch", None
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    why = builder_refusal(type(model).__name__, dtype, geometry, has_tokenizer, opset)
+    why = builder_refusal(type(model).__name__, dtype, geometry.head_size, has_tokenizer, opset)
     if why is not None and exporter == "genai":
         raise ExportError(f"exporter 'genai' cannot export this model: {why}; use exporter 'torch' (or 'auto')")
     return ("torch", why) if why else ("genai", None)
@@ -61,8 +62,9 @@ def choose_exporter(exporter: str, model: nn.Module, geometry: DecoderGeometry, 
 def export_decoder(model: nn.Module, example_inputs: Any, path: Path, log: StageLog, *, masks, opset: int | None,
                    verify: bool, compact: bool, external_data: bool | None, rtol: float | None, atol: float | None,
                    providers: Sequence[str], exporter: str, source_dir: str | Path | None, tokenizer: Any,
-                   generate_tokens: int, optimize: str) -> ExportReport:
-    """Export ``model`` (a Hugging Face causal LM) as a KV-cache decoder at ``path`` (see the module docstring)."""
+                   generate_tokens: int, optimize: str, builder_run: BuilderRun | None = None) -> ExportReport:
+    """Export ``model`` (a Hugging Face causal LM) as a KV-cache decoder at ``path`` (see the module docstring).
+    ``builder_run``: the builder already started on ``source_dir`` (used when the builder is chosen, else stopped)."""
     if not is_causal_lm(model):
         raise ExportError(f"kv_cache=True needs a Hugging Face causal language model; {type(model).__name__} is not "
                           "one (use kv_cache=False)")
@@ -76,12 +78,17 @@ def export_decoder(model: nn.Module, example_inputs: Any, path: Path, log: Stage
         choice, why = choose_exporter(exporter, model, geometry, has_tokenizer, opset)
         if why:
             log.note(f"exporting with torch.onnx: {why}")
+        if builder_run is not None and (choice != "genai" or builder_run.source_dir != source):
+            builder_run.cancel()
+            builder_run = None
         if choice == "genai":
-            proto, config = _build_with_genai(model, source, tokenizer, out.tmp / "build", geometry, log)
+            proto, config, builder_data = _build_with_genai(model, source, tokenizer, out.tmp, geometry, log,
+                                                            builder_run)
             unused: set[str] = set()
             name = f"onnxruntime-genai {genai_version()} model builder"
         else:
             proto, unused = _export_with_torch(model, geometry, opset, optimize, log)
+            builder_data = None
             token_notes: list[str] = []
             config = decoder_config(geometry, path.name, _token_ids(model, geometry.vocab_size, token_notes))
             _stage_tokenizer(out.tmp, source, tokenizer)
@@ -93,11 +100,16 @@ def export_decoder(model: nn.Module, example_inputs: Any, path: Path, log: Stage
         if choice == "torch":
             report.notes.extend(token_notes)
         with log.stage("write", "names, metadata" + (", compact storage" if compact else "")):
+            loaded_names = [t.name for t in proto.graph.initializer]
             finish_proto(proto, report, records, weights, unused, compact)
+            if builder_data is not None and not compact and external_data is not False:  # keep its weights file
+                adopt_external_data(proto, builder_data, out.tmp / f"{path.name}.data", loaded_names)
             out.write(proto, external_data)
             del proto
             write_genai_config(set_decoder_filename(config, path.name), out.tmp)
             shutil.rmtree(out.tmp / "build", ignore_errors=True)
+            if builder_run is not None:
+                builder_run.cancel()  # it has ended: removes what is left of its output
         report.export_seconds = time.perf_counter() - t0
         if verify:
             _verify(report, out, log, model, example_inputs, geometry, records, weights, unused, rtol, atol,
@@ -138,29 +150,40 @@ def _stage_tokenizer(directory: Path, source: Path | None, tokenizer: Any) -> No
                 shutil.copy2(source / name, directory / name)
 
 
-def _build_with_genai(model: nn.Module, source: Path | None, tokenizer: Any, work: Path, geometry: DecoderGeometry,
-                      log: StageLog) -> tuple[onnx.ModelProto, dict]:
-    """The builder's decoder (loaded with its weights) and its ``genai_config.json``; tokenizer files are moved
-    beside the final file. Without a source directory the model (and tokenizer) are saved to a temporary one."""
+def _build_with_genai(model: nn.Module, source: Path | None, tokenizer: Any, staging: Path,
+                      geometry: DecoderGeometry, log: StageLog, started: BuilderRun | None
+                      ) -> tuple[onnx.ModelProto, dict, ExternalData | None]:
+    """The builder's decoder (loaded with its weights), its ``genai_config.json`` and where its weights lie in
+    its data file; tokenizer files are moved into ``staging`` (beside the final file). ``started``: the builder
+    already running on ``source``; else it runs now, on ``source`` or, without one, on the model (and
+    tokenizer) saved to a temporary directory."""
+    work = staging / "build"
     work.mkdir(parents=True)
-    if source is None or not has_tokenizer_files(source):
+    if started is None and (source is None or not has_tokenizer_files(source)):
         with log.stage("save", "the model for the builder"):
             source = work / "source"
             model.save_pretrained(str(source))
             if tokenizer is not None:
                 tokenizer.save_pretrained(str(source))
-    built = work / "out"
-    with log.stage("build", "onnxruntime-genai model builder"):
-        run_builder(source, built, geometry, log)
+    with log.stage("build", "onnxruntime-genai model builder" + (", started before the model loaded" if started
+                                                                  else "")):
+        if started is None:
+            started = BuilderRun(source, work / "out")
+        try:
+            started.wait(log, geometry.num_layers)
+        except BaseException:
+            started.cancel()
+            raise
+    built = started.out_dir
     with log.stage("read", "the builder's graph"):
-        proto = onnx.load(str(built / "model.onnx"))
+        proto, data = load_keeping_external_data(built / "model.onnx")
     config = read_genai_config(built)
     if config is None:
         raise ExportError(f"the onnxruntime-genai model builder wrote no {GENAI_CONFIG}")
     for name in TOKENIZER_FILES:
         if (built / name).is_file():
-            shutil.move(str(built / name), str(work.parent / name))
-    return proto, config
+            shutil.move(str(built / name), str(staging / name))
+    return proto, config, data
 
 
 def _export_with_torch(model: nn.Module, geometry: DecoderGeometry, opset: int | None, optimize: str,

@@ -46,6 +46,7 @@ from .adapter import (
 from .audit import audit_sparsity
 from .cache_adapter import is_causal_lm
 from .files import AtomicOutput
+from .genai_builder import BuilderRun
 from .naming import rename_dims, strip_prefix
 from .opsets import check_opset
 from .progress import StageLog
@@ -93,6 +94,7 @@ def export_onnx(
     generate_tokens: int = 32,
     optimize: str = "fold",
     progress: bool | None = None,
+    builder_run: BuilderRun | None = None,
 ) -> ExportReport:
     """Export ``model`` to ONNX at ``path`` and verify the file; returns (and with ``verbose`` prints) the report.
 
@@ -111,7 +113,9 @@ def export_onnx(
     ``"auto"`` (the onnxruntime-genai builder where it supports the model, else torch.onnx), ``"genai"`` or
     ``"torch"``; ``source_dir``: the model's ``save_pretrained`` directory when there is one (the builder reads it;
     otherwise the model is saved to a temporary one); ``tokenizer``: saved beside the file for
-    ``swappass generate`` / onnxruntime-genai; ``generate_tokens``: greedy tokens compared with PyTorch.
+    ``swappass generate`` / onnxruntime-genai; ``generate_tokens``: greedy tokens compared with PyTorch;
+    ``builder_run``: the builder already started on ``source_dir`` (:class:`~swappass.onnx.genai_builder.BuilderRun`,
+    so that it overlaps the model's loading), used when the builder is chosen and stopped otherwise.
 
     Graph without a cache: ``dynamic``: True = dynamic ``batch`` (axis 0) and ``sequence`` (axis 1 of token inputs
     and of rank-3 inputs) axes; False = fixed shapes; or ``{input: {axis: name}}``. ``outputs``: fields of a dict /
@@ -133,8 +137,11 @@ def export_onnx(
         report = export_decoder(
             model, example_inputs, Path(path), log, masks=masks, opset=opset, verify=verify, compact=compact,
             external_data=external_data, rtol=rtol, atol=atol, providers=providers, exporter=exporter,
-            source_dir=source_dir, tokenizer=tokenizer, generate_tokens=generate_tokens, optimize=optimize)
+            source_dir=source_dir, tokenizer=tokenizer, generate_tokens=generate_tokens, optimize=optimize,
+            builder_run=builder_run)
     else:
+        if builder_run is not None:
+            builder_run.cancel()  # not a KV-cache decoder after all
         report = _export_graph(model, example_inputs, Path(path), log, masks, opset, dynamic, verify, compact,
                                outputs, external_data, rtol, atol, verify_inputs, providers, optimize)
     return finish_report(report, verbose, verify, strict)

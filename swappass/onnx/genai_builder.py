@@ -14,8 +14,11 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import re
+import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,8 @@ from .adapter import ExportError
 from .cache_adapter import DecoderGeometry
 from .progress import StageLog
 
-__all__ = ["GENAI_ARCHITECTURES", "GENAI_OPSET", "genai_version", "builder_refusal", "run_builder",
+__all__ = ["GENAI_ARCHITECTURES", "GENAI_OPSET", "genai_version", "builder_refusal", "run_builder", "BuilderRun",
+           "directory_refusal",
            "TOKENIZER_FILES", "has_tokenizer_files"]
 
 # Architectures the builder exports and swappass verified (LLaMA family and Qwen2 here; the others are the
@@ -54,9 +58,10 @@ def has_tokenizer_files(directory: Path) -> bool:
     return any((directory / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json"))
 
 
-def builder_refusal(architecture: str, dtype: Any, geometry: DecoderGeometry, has_tokenizer: bool,
-                    opset: int | None) -> str | None:
-    """Why the builder cannot export this model (None: it can); ``architecture``: the model's class name."""
+def builder_refusal(architecture: str, dtype: Any, head_size: int, has_tokenizer: bool, opset: int | None
+                    ) -> str | None:
+    """Why the builder cannot export this model (None: it can); ``architecture``: the model's class name,
+    ``head_size``: its attention heads' size."""
     import torch
 
     if genai_version() is None:
@@ -66,8 +71,8 @@ def builder_refusal(architecture: str, dtype: Any, geometry: DecoderGeometry, ha
         return f"the onnxruntime-genai builder does not export {arch}"
     if dtype != torch.float32:
         return f"the model is {dtype}; the builder's CPU graph (GroupQueryAttention) is float32"
-    if geometry.head_size % 16:
-        return f"head size {geometry.head_size} is not a multiple of 16 (onnxruntime's CPU GroupQueryAttention)"
+    if head_size % 16:
+        return f"head size {head_size} is not a multiple of 16 (onnxruntime's CPU GroupQueryAttention)"
     if not has_tokenizer:
         return "no tokenizer was given (the builder needs one)"
     if opset is not None and opset != GENAI_OPSET:
@@ -75,29 +80,83 @@ def builder_refusal(architecture: str, dtype: Any, geometry: DecoderGeometry, ha
     return None
 
 
-def run_builder(source_dir: Path, out_dir: Path, geometry: DecoderGeometry, log: StageLog) -> None:
-    """Run the builder on ``source_dir`` into ``out_dir`` (float32, CPU); :class:`ExportError` with its last
-    output lines when it fails."""
-    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source_dir), "-o", str(out_dir),
-           "-p", "fp32", "-e", "cpu", "-c", str(out_dir / ".cache"), "--extra_options", "fuse_qkv=false"]
-    tail: deque[str] = deque(maxlen=25)
-    bar = log.bar("build (onnxruntime-genai)", geometry.num_layers, "layer")
+def directory_refusal(source_dir: Path, dtype: Any, opset: int | None) -> str | None:
+    """:func:`builder_refusal` judged from a ``save_pretrained`` directory's ``config.json`` and files alone,
+    before the model is loaded (to start the builder early); the export decides again on the loaded model."""
+    from transformers import AutoConfig
+
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        assert proc.stdout is not None
-        for chunk in proc.stdout:
+        config = AutoConfig.from_pretrained(str(source_dir))
+    except Exception as exc:  # any unreadable config: no early start; loading the model reports it
+        return f"its config cannot be read ({type(exc).__name__})"
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = getattr(text, "num_attention_heads", None)
+    head_size = getattr(text, "head_dim", None) or (text.hidden_size // heads if heads else 0)
+    architecture = (getattr(config, "architectures", None) or [""])[0]
+    return builder_refusal(architecture, dtype, int(head_size), has_tokenizer_files(Path(source_dir)), opset)
+
+
+class BuilderRun:
+    """The builder running in a subprocess on ``source_dir`` into ``out_dir`` (float32, CPU), started on
+    construction. A thread drains its output (so that it never blocks on a full pipe) and counts the layers it
+    has read; :meth:`wait` shows that as a progress bar until the builder ends, :meth:`cancel` stops it and
+    removes ``out_dir``. Starting it before the PyTorch model is loaded lets the two overlap."""
+
+    def __init__(self, source_dir: Path, out_dir: Path) -> None:
+        self.source_dir, self.out_dir = Path(source_dir), Path(out_dir)
+        cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(self.source_dir), "-o",
+               str(self.out_dir), "-p", "fp32", "-e", "cpu", "-c", str(self.out_dir / ".cache"), "--extra_options",
+               "fuse_qkv=false"]
+        self.tail: deque[str] = deque(maxlen=25)
+        self.layers_read = 0
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for chunk in self.proc.stdout:
             for line in re.split(r"[\r\n]", chunk):
                 if line.strip():
-                    tail.append(line.strip())
+                    self.tail.append(line.strip())
                 m = _LAYER.search(line)
                 if m:
-                    bar.n = min(int(m.group(1)) + 1, geometry.num_layers)
-                    bar.refresh()
-        code = proc.wait()
-    finally:
-        bar.close()
-    if code != 0:
-        last = " | ".join(list(tail)[-6:])
-        raise ExportError(f"the onnxruntime-genai model builder failed (exit {code}): {last[-1500:]}")
-    if not (out_dir / "model.onnx").is_file():
-        raise ExportError(f"the onnxruntime-genai model builder wrote no model.onnx in {out_dir}")
+                    self.layers_read = int(m.group(1)) + 1
+
+    def wait(self, log: StageLog, num_layers: int) -> None:
+        """Until the builder ends, with a bar of the layers read; :class:`ExportError` with its last output lines
+        when it fails or writes no ``model.onnx``."""
+        bar = log.bar("build (onnxruntime-genai)", num_layers, "layer")
+        try:
+            while self.proc.poll() is None:
+                bar.n = min(self.layers_read, num_layers)
+                bar.refresh()
+                time.sleep(0.1)
+            self._reader.join()
+        finally:
+            bar.close()
+        if self.proc.returncode != 0:
+            last = " | ".join(list(self.tail)[-6:])
+            raise ExportError(f"the onnxruntime-genai model builder failed (exit {self.proc.returncode}): "
+                              f"{last[-1500:]}")
+        if not (self.out_dir / "model.onnx").is_file():
+            raise ExportError(f"the onnxruntime-genai model builder wrote no model.onnx in {self.out_dir}")
+
+    def cancel(self) -> None:
+        """Stop the builder (if it still runs) and remove what it wrote."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._reader.join(timeout=5)
+        shutil.rmtree(self.out_dir, ignore_errors=True)
+
+
+def run_builder(source_dir: Path, out_dir: Path, geometry: DecoderGeometry, log: StageLog) -> None:
+    """Run the builder on ``source_dir`` into ``out_dir`` and wait for it (see :class:`BuilderRun`)."""
+    run = BuilderRun(source_dir, out_dir)
+    try:
+        run.wait(log, geometry.num_layers)
+    except BaseException:
+        if run.proc.poll() is None:
+            run.proc.kill()
+        raise

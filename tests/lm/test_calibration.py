@@ -7,33 +7,73 @@ import pytest
 import torch
 from cli_helpers import corpus
 
-from swappass.lm import calibration, sampling
+from swappass.lm import calibration, matmul_precision, sampling
 
 
-def test_self_calibration_is_seeded_and_shaped(tiny):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_self_calibration_is_seeded_and_shaped(tiny, precision):
     from swappass.lm.models import load_model
 
     model_dir, _ = tiny
     model, tok = load_model(str(model_dir))
-    a = calibration.sample_sequences(model, tok, nsamples=3, seqlen=10, seed=5, batch_size=2, progress=False)
-    b = calibration.sample_sequences(model, tok, nsamples=3, seqlen=10, seed=5, batch_size=2, progress=False)
-    c = calibration.sample_sequences(model, tok, nsamples=3, seqlen=10, seed=6, batch_size=2, progress=False)
+    kw = dict(nsamples=3, seqlen=10, batch_size=2, matmul_precision=precision, progress=False)
+    a = calibration.sample_sequences(model, tok, seed=5, **kw)
+    b = calibration.sample_sequences(model, tok, seed=5, **kw)
+    c = calibration.sample_sequences(model, tok, seed=6, **kw)
     assert [w.shape for w in a] == [(1, 10)] * 3
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not all(torch.equal(x, y) for x, y in zip(a, c))
     ids = torch.cat(a)
     assert ids.min() >= 0 and ids.max() < model.config.vocab_size
     assert tok.eos_token_id not in ids[:, 0].tolist()  # first tokens avoid special tokens
+    assert "forward" not in vars(model.model.layers[0].mlp.up_proj)  # the matmul precision is undone
 
-    # the KV-cache loop samples what full-prefix forward passes give (same generator, same draws)
+    # the KV-cache loop samples what full-prefix forward passes give (same generator, same draws, same matmuls)
     gen = torch.Generator().manual_seed(5)
     special = set(tok.all_special_ids)
     candidates = torch.tensor([i for i in range(model.config.vocab_size) if i not in special])
     replay = candidates[torch.randint(len(candidates), (3,), generator=gen)].reshape(-1, 1)[:2]
-    with torch.no_grad():
+    dtype = matmul_precision.resolve_matmul_precision(model, precision)
+    with torch.no_grad(), matmul_precision.linears_in(model, dtype):
         for _ in range(9):
             replay = torch.cat([replay, sampling.sample_next(model(input_ids=replay).logits[:, -1], gen)], dim=1)
     assert torch.equal(replay, ids[:2])
+
+
+def test_linears_in_multiplies_in_the_dtype_and_restores_the_model():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4, bias=False))
+    x = torch.randn(5, 8)
+    dense = model(x)
+    weights = [p.clone() for p in model.parameters()]
+    with matmul_precision.linears_in(model, torch.bfloat16):
+        y = model(x)
+    first = torch.nn.functional.linear(x.bfloat16(), model[0].weight.bfloat16(), model[0].bias.bfloat16()).float()
+    expect = torch.nn.functional.linear(first.relu().bfloat16(), model[2].weight.bfloat16()).float()
+    assert y.dtype == torch.float32 and torch.equal(y, expect)
+    assert not torch.equal(y, dense)  # the matmuls did run in bfloat16
+    assert torch.equal(model(x), dense) and all("forward" not in vars(m) for m in model)
+    assert all(torch.equal(p, w) and p.dtype == torch.float32 for p, w in zip(model.parameters(), weights))
+    with pytest.raises(RuntimeError, match="boom"), matmul_precision.linears_in(model, torch.bfloat16):
+        raise RuntimeError("boom")
+    assert torch.equal(model(x), dense)  # restored after an exception too
+    with matmul_precision.linears_in(model, None):
+        assert torch.equal(model(x), dense)
+
+
+def test_resolve_matmul_precision(monkeypatch):
+    fp32, bf16 = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2).bfloat16()
+    monkeypatch.setattr(matmul_precision, "native_bfloat16_cpu", lambda: True)
+    assert matmul_precision.resolve_matmul_precision(fp32, "auto") == torch.bfloat16
+    assert matmul_precision.resolve_matmul_precision(bf16, "auto") is None  # already the model's own
+    assert matmul_precision.resolve_matmul_precision(fp32, "float32") is None
+    assert matmul_precision.resolve_matmul_precision(bf16, "float32") == torch.float32
+    assert matmul_precision.resolve_matmul_precision(torch.nn.ReLU(), "auto") is None  # no parameters
+    monkeypatch.setattr(matmul_precision, "native_bfloat16_cpu", lambda: False)
+    assert matmul_precision.resolve_matmul_precision(fp32, "auto") is None  # emulated bfloat16 would be slower
+    assert matmul_precision.resolve_matmul_precision(fp32, "bfloat16") == torch.bfloat16  # asked for: done
+    with pytest.raises(calibration.CalibrationError, match="float16.*auto"):
+        matmul_precision.resolve_matmul_precision(fp32, "float16")
 
 
 def test_sample_next_draws_from_the_softmax():

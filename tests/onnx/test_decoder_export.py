@@ -215,10 +215,10 @@ def test_failed_decoder_exports_leave_no_file(tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="needs a Hugging Face causal language model"):
         sp.export_onnx(bert, prompt_inputs(), tmp_path / "b.onnx", kv_cache=True, verbose=False)
 
-    def broken_builder(*args, **kwargs):
+    def broken_builder(self, log, num_layers):
         raise ExportError("the onnxruntime-genai model builder failed (exit 1): out of memory")
 
-    monkeypatch.setattr(dx, "run_builder", broken_builder)
+    monkeypatch.setattr(dx.BuilderRun, "wait", broken_builder)
     with pytest.raises(ExportError, match="builder failed"):
         sp.export_onnx(model, prompt_inputs(), tmp_path / "c.onnx", exporter="genai",
                        tokenizer=tokenizer_for(corpus()), verbose=False)
