@@ -450,7 +450,7 @@ def _sparsify(opts: PruneOptions, recipe: dict, device: str, model, windows, ckp
         _, report = sparsify(
             model, windows, pattern=recipe["pattern"], warm_start=opts.warm_start, max_iters=opts.iters,
             targets=opts.targets, ignore=_ignore_list(model, opts.ignore), device=device,
-            batch_size=opts.batch_size, gram_tf32=opts.gram_tf32, sequential=opts.calibration_order,
+            batch_size=recipe["batch_size"], gram_tf32=opts.gram_tf32, sequential=opts.calibration_order,
             refit_rounds=opts.refit_rounds,
             progress=opts.progress and distributed.is_main_process(group),
             checkpoint=save_level, resume=resume, group=group, **sparsify_extras(opts),

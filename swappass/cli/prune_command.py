@@ -49,7 +49,8 @@ def add_prune_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--nsamples", type=int, default=128, help="calibration sequences")
     p.add_argument("--seqlen", type=int, default=2048, help="tokens per calibration sequence")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration windows / samples")
-    p.add_argument("--batch-size", type=int, default=1, help="calibration sequences per forward pass")
+    p.add_argument("--batch-size", type=_batch_size, default=None, metavar="N|auto",
+                   help="calibration sequences per forward pass (auto: as many as fit in 2048 tokens)")
     p.add_argument("--device", default="auto",
                    help="auto (cuda if available), cpu, cuda, cuda:N; under torchrun: auto/cuda (each rank its own "
                    "GPU) or cpu (gloo)")
@@ -79,6 +80,16 @@ def add_prune_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
                    "swappass.json always holds every site")
     p.set_defaults(func=run_prune)
     return p
+
+
+def _batch_size(text: str) -> int | None:
+    """``--batch-size``: a count, or ``auto`` (None)."""
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of sequences or 'auto', got {text!r}") from None
 
 
 def run_prune(args: argparse.Namespace) -> int:

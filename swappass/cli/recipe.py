@@ -29,7 +29,8 @@ from .fingerprint import file_fingerprint, loaded_fingerprint
 from .options import DTYPES, resolve_device
 from .plot import PlotError, require_matplotlib
 
-__all__ = ["PruneOptions", "check_options", "complete_recipe", "sparsify_extras"]
+__all__ = ["PruneOptions", "check_options", "complete_recipe", "sparsify_extras", "calibration_batch_size",
+           "AUTO_BATCH_TOKENS"]
 
 
 @dataclass
@@ -48,7 +49,7 @@ class PruneOptions:
     seed: int = 0
     device: str = "auto"
     dtype: str = "float32"
-    batch_size: int = 1
+    batch_size: int | None = None  # None: auto (calibration_batch_size)
     gram_tf32: bool = False
     calibration_order: str = "level"
     refit_rounds: int = 1
@@ -120,6 +121,19 @@ def _check_methods(opts: PruneOptions, pattern) -> None:
         raise InputError(f"{flags}: {exc}") from exc
 
 
+AUTO_BATCH_TOKENS = 2048  # calibration tokens per forward pass with --batch-size auto
+
+
+def calibration_batch_size(opts: PruneOptions) -> int:
+    """Calibration sequences per forward pass: ``--batch-size``, or automatically as many as fit in
+    :data:`AUTO_BATCH_TOKENS` tokens (at least one; the default 128 × 2048 calibration: one). Sequences share a
+    pass only when their inputs match (:func:`swappass.graph.sequential.batch_calls`); the Gram matrices then
+    sum the same products in another order."""
+    if opts.batch_size is not None:
+        return opts.batch_size
+    return max(1, min(opts.nsamples, AUTO_BATCH_TOKENS // max(opts.seqlen, 1)))
+
+
 def check_options(opts: PruneOptions) -> dict[str, Any]:
     """Validate the options before any work; returns the run's recipe (what decides the result)."""
     try:
@@ -131,7 +145,7 @@ def check_options(opts: PruneOptions) -> dict[str, Any]:
     if opts.refine not in REFINE_METHODS or opts.refit not in REFIT_METHODS:
         raise InputError(f"--refine must be one of {REFINE_METHODS} and --refit one of {REFIT_METHODS}")
     for flag, value, low in (("--nsamples", opts.nsamples, 1), ("--seqlen", opts.seqlen, 2),
-                             ("--iters", opts.iters, 0), ("--batch-size", opts.batch_size, 1)):
+                             ("--iters", opts.iters, 0), ("--batch-size", 1 if opts.batch_size is None else opts.batch_size, 1)):
         if value < low:
             raise InputError(f"{flag} must be at least {low}, got {value}")
     if opts.calibration_order not in CALIBRATION_ORDERS:
@@ -162,7 +176,7 @@ def check_options(opts: PruneOptions) -> dict[str, Any]:
         "nsamples": opts.nsamples,
         "seqlen": opts.seqlen,
         "seed": opts.seed,
-        "batch_size": opts.batch_size,
+        "batch_size": calibration_batch_size(opts),
         "gram_tf32": opts.gram_tf32,
         "calibration_order": opts.calibration_order,
         "refit_rounds": opts.refit_rounds,

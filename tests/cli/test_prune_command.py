@@ -171,7 +171,34 @@ def test_self_calibration_cli_run(tiny, tmp_path):
     assert prune(model_dir, "--out", out, "--pattern", "4:8", "--calib", "self", "--warm-start", "ria", *SMALL) == 0
     record = json.loads((out / RUN_FILE).read_text())
     assert record["recipe"]["calib"] == "self" and record["calibration"].startswith("sequences sampled")
+    assert record["recipe"]["sample_precision"] == "auto"
+    assert record["recipe"]["batch_size"] == 4  # auto: the 4 × 32 tokens in one forward pass
     assert all(r["tokens"] == 4 * 32 for r in record["report"]["sites"] if r["status"] == "pruned")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--batch-size", "many"], "expected a number of sequences or 'auto', got 'many'"),
+    (["--sample-precision", "fp8"], "invalid choice: 'fp8'"),
+])
+def test_unparsable_options_exit_2(tiny, tmp_path, capsys, bad, message):
+    model_dir, text = tiny
+    with pytest.raises(SystemExit) as exc:
+        prune(model_dir, "--out", tmp_path / "out", "--calib", text, *SMALL, *bad)
+    assert exc.value.code == cli.EXIT_BAD_INPUT and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_batch_size_auto_fills_2048_tokens_per_pass():
+    from swappass.cli.recipe import AUTO_BATCH_TOKENS, PruneOptions, calibration_batch_size
+
+    def batch(**kw):
+        return calibration_batch_size(PruneOptions(model="m", out=Path("o"), **kw))
+
+    assert AUTO_BATCH_TOKENS == 2048
+    assert batch(nsamples=128, seqlen=2048) == 1  # the default calibration: one sequence per pass, as before
+    assert batch(nsamples=16, seqlen=128) == 16 and batch(nsamples=100, seqlen=128) == 16
+    assert batch(nsamples=3, seqlen=128) == 3 and batch(nsamples=8, seqlen=4096) == 1
+    assert batch(nsamples=16, seqlen=128, batch_size=2) == 2  # a given count stands
 
 
 def test_wikitext2_calibration_and_its_absence(tiny, tmp_path, monkeypatch, capsys):
@@ -200,6 +227,7 @@ def test_wikitext2_calibration_and_its_absence(tiny, tmp_path, monkeypatch, caps
     (["--nsamples", "0"], "--nsamples must be at least 1"),
     (["--seqlen", "1"], "--seqlen must be at least 2"),
     (["--iters", "-1"], "--iters must be at least 0"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--calib", "no_such_file.txt"], "no such file"),
     (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "nonsense"], "--device"),
     (["--targets", "no_such_layer"], "matched no prunable Linear site"),
