@@ -3,7 +3,8 @@
 Sampling 16 sequences at a time on a CPU is bound by reading the weights: every step streams all of them from
 memory for 16 tokens (SmolLM2-135M: 540 MB in float32 per step). On a CPU with native bfloat16 matmuls
 (AVX512-BF16 or AMX: oneDNN's kernels accumulate in float32), a bfloat16 copy of the weights halves that
-traffic; measured on this project's 2-core VM, sampling went from about 110 to 240 tokens/s (docs/BENCHMARKS.md).
+traffic; on this project's 2-core VM sampling ran 1.47x faster side by side (146 vs 100 tokens/s; 111 vs 240 in
+one process at a quieter moment; docs/BENCHMARKS.md).
 Only the Linear layers change: attention, norms, the KV cache and the sampling's softmax stay in the model's
 dtype. The sequences then come from the model with its weights rounded to bfloat16, a distribution within
 bfloat16's rounding of the float32 one; ``"float32"`` keeps the model's own matmuls.
