@@ -47,8 +47,8 @@ from ..graph.sequential import sparsify
 from ..graph.sites import DEFAULT_IGNORE
 from ..graph.tracing import CaptureError
 from ..lm.calibration import calibration_set, describe_source
-from ..lm.matmul_precision import resolve_matmul_precision
 from ..lm.errors import CalibrationTextWarning, LMInputError
+from ..lm.matmul_precision import resolve_matmul_precision
 from ..lm.models import load_model
 from ..onnx.adapter import ExportError
 from ..refine import distributed

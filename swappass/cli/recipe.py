@@ -144,8 +144,9 @@ def check_options(opts: PruneOptions) -> dict[str, Any]:
         raise InputError(f"--warm-start {opts.warm_start!r}: choose one of {', '.join(WARM_START_METHODS)}")
     if opts.refine not in REFINE_METHODS or opts.refit not in REFIT_METHODS:
         raise InputError(f"--refine must be one of {REFINE_METHODS} and --refit one of {REFIT_METHODS}")
+    batch = 1 if opts.batch_size is None else opts.batch_size  # None: auto
     for flag, value, low in (("--nsamples", opts.nsamples, 1), ("--seqlen", opts.seqlen, 2),
-                             ("--iters", opts.iters, 0), ("--batch-size", 1 if opts.batch_size is None else opts.batch_size, 1)):
+                             ("--iters", opts.iters, 0), ("--batch-size", batch, 1)):
         if value < low:
             raise InputError(f"{flag} must be at least {low}, got {value}")
     if opts.calibration_order not in CALIBRATION_ORDERS:

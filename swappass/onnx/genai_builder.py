@@ -24,12 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from .adapter import ExportError
-from .cache_adapter import DecoderGeometry
 from .progress import StageLog
 
-__all__ = ["GENAI_ARCHITECTURES", "GENAI_OPSET", "genai_version", "builder_refusal", "run_builder", "BuilderRun",
-           "directory_refusal",
-           "TOKENIZER_FILES", "has_tokenizer_files"]
+__all__ = ["GENAI_ARCHITECTURES", "GENAI_OPSET", "genai_version", "builder_refusal", "directory_refusal",
+           "BuilderRun", "TOKENIZER_FILES", "has_tokenizer_files"]
 
 # Architectures the builder exports and swappass verified (LLaMA family and Qwen2 here; the others are the
 # builder's LLaMA-like decoders, still verified token by token at every export).
@@ -149,14 +147,3 @@ class BuilderRun:
         self.proc.wait()
         self._reader.join(timeout=5)
         shutil.rmtree(self.out_dir, ignore_errors=True)
-
-
-def run_builder(source_dir: Path, out_dir: Path, geometry: DecoderGeometry, log: StageLog) -> None:
-    """Run the builder on ``source_dir`` into ``out_dir`` and wait for it (see :class:`BuilderRun`)."""
-    run = BuilderRun(source_dir, out_dir)
-    try:
-        run.wait(log, geometry.num_layers)
-    except BaseException:
-        if run.proc.poll() is None:
-            run.proc.kill()
-        raise
