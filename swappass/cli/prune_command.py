@@ -45,7 +45,7 @@ def add_prune_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
                    "(data-free: sampled from the model), or hf:NAME[:CONFIG[:SPLIT]] (needs `datasets` + network)")
     p.add_argument("--sample-precision", default="auto", choices=MATMUL_PRECISIONS,
                    help="with --calib self: the precision of the Linear matmuls while sampling; auto = bfloat16 on a "
-                   "CPU with native bfloat16 matmuls (about 2x faster there), else the model's own")
+                   "CPU with native bfloat16 matmuls (1.5x faster there, docs/BENCHMARKS.md), else the model's own")
     p.add_argument("--nsamples", type=int, default=128, help="calibration sequences")
     p.add_argument("--seqlen", type=int, default=2048, help="tokens per calibration sequence")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration windows / samples")
