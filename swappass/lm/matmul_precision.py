@@ -11,7 +11,11 @@ bfloat16's rounding of the float32 one; ``"float32"`` keeps the model's own matm
 
 :func:`resolve_matmul_precision` turns ``"auto"`` into a dtype (bfloat16 for a float32 model on such a CPU,
 else the model's own); :func:`linears_in` applies it for the duration of a ``with`` block and restores the
-model on exit (no weight of the model is touched).
+model on exit (no weight of the model is touched). With bfloat16 on such a CPU the copies are held in oneDNN's
+blocked layout for the step's row count (``torch.ops.mkldnn._reorder_linear_weight``, what inductor's CPU
+freezing uses), so a call does not reorder its weight again; the products are bit-identical to
+``F.linear`` in bfloat16 (tests/lm/test_calibration.py) and the matmuls ran 1.5x faster per step
+(``tools/bench_sampling.py``, docs/BENCHMARKS.md). Where the packed kernel is missing, ``F.linear`` runs.
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ from torch import nn
 
 from .errors import CalibrationError
 
-__all__ = ["MATMUL_PRECISIONS", "native_bfloat16_cpu", "resolve_matmul_precision", "linears_in"]
+__all__ = ["MATMUL_PRECISIONS", "native_bfloat16_cpu", "resolve_matmul_precision", "linears_in",
+           "packed_bfloat16_weight"]
 
 MATMUL_PRECISIONS = ("auto", "float32", "bfloat16")
 
@@ -59,9 +64,11 @@ def resolve_matmul_precision(model: nn.Module, precision: str = "auto") -> torch
 
 
 @contextmanager
-def linears_in(model: nn.Module, dtype: torch.dtype | None) -> Iterator[None]:
+def linears_in(model: nn.Module, dtype: torch.dtype | None, rows: int | None = None) -> Iterator[None]:
     """Within the block, every ``nn.Linear`` of ``model`` computes ``linear(x.to(dtype), W', b')`` with copies
     ``W'``/``b'`` of its parameters in ``dtype``, cast back to ``x``'s dtype; ``dtype=None`` changes nothing.
+    ``rows``: the rows most calls multiply (e.g. the sequences sampled together), which sets the packed layout
+    of bfloat16 copies on the CPU (see the module docstring); any row count gives the same products.
 
     The copies live only inside the block (memory: the Linear weights once more in ``dtype``); the modules'
     ``forward`` is restored on exit, also after an exception.
@@ -73,7 +80,7 @@ def linears_in(model: nn.Module, dtype: torch.dtype | None) -> Iterator[None]:
     try:
         for module in model.modules():
             if isinstance(module, nn.Linear) and "forward" not in vars(module):
-                module.forward = _linear_forward_in(module, dtype)
+                module.forward = _linear_forward_in(module, dtype, rows)
                 patched.append(module)
         yield
     finally:
@@ -81,11 +88,28 @@ def linears_in(model: nn.Module, dtype: torch.dtype | None) -> Iterator[None]:
             del module.forward
 
 
-def _linear_forward_in(module: nn.Linear, dtype: torch.dtype):
+def _linear_forward_in(module: nn.Linear, dtype: torch.dtype, rows: int | None):
     weight = module.weight.detach().to(dtype)
     bias = None if module.bias is None else module.bias.detach().to(dtype)
+    packed = packed_bfloat16_weight(weight, rows or 1)
+    if packed is not None:
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return torch.ops.mkldnn._linear_pointwise(x.to(dtype), packed, bias, "none", [], "").to(x.dtype)
+
+        return forward
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         return F.linear(x.to(dtype), weight, bias).to(x.dtype)
 
     return forward
+
+
+def packed_bfloat16_weight(weight: torch.Tensor, rows: int) -> torch.Tensor | None:
+    """``weight`` (d_out × d_in, bfloat16, CPU) in oneDNN's blocked layout for ``rows``-row products, or None
+    where that is unavailable (another dtype or device, no native bfloat16, a torch without the op)."""
+    if weight.dtype != torch.bfloat16 or weight.device.type != "cpu" or weight.dim() != 2 or not native_bfloat16_cpu():
+        return None
+    try:
+        return torch.ops.mkldnn._reorder_linear_weight(weight, rows)
+    except (AttributeError, RuntimeError):
+        return None

@@ -34,9 +34,9 @@ def sample_next(logits: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     Inverse-CDF sampling in float64: ``u ~ U[0, 1)`` per row (from ``generator``), the token is the first whose
     cumulative weight exceeds ``u`` times the total; a token of probability 0 is never drawn.
     """
-    z = logits.detach().to("cpu", torch.float64)
-    weights = torch.exp(z - z.max(dim=1, keepdim=True).values)
-    cdf = weights.cumsum_(dim=1)
+    # One copy, then in place: every fresh (B, V) float64 buffer costs page faults (2 vs 6-17 ms per step here)
+    z = logits.detach().to("cpu", torch.float64, copy=True)
+    cdf = z.sub_(z.max(dim=1, keepdim=True).values).exp_().cumsum_(dim=1)
     u = torch.rand(z.shape[0], 1, generator=generator, dtype=torch.float64)
     idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
     return idx.clamp_(max=z.shape[1] - 1)
@@ -116,7 +116,7 @@ def sample_sequences(
     bar = tqdm(total=nsamples * seqlen, desc="calibration: sampling from the model", unit="tok",
                disable=not progress)
     try:
-        with linears_in(model, dtype):
+        with linears_in(model, dtype, rows=min(batch_size, nsamples)):
             for b0 in range(0, nsamples, batch_size):
                 n = min(batch_size, nsamples - b0)
                 out.extend(_sample_batch(model, first[b0 : b0 + n], seqlen, vocab, cache_arg, device, gen, bar))

@@ -61,6 +61,32 @@ def test_linears_in_multiplies_in_the_dtype_and_restores_the_model():
         assert torch.equal(model(x), dense)
 
 
+@pytest.mark.skipif(not matmul_precision.native_bfloat16_cpu(), reason="no native bfloat16 matmuls on this CPU")
+def test_packed_bfloat16_weights_give_the_products_of_f_linear():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(24, 40)
+    weight = linear.weight.detach().bfloat16()
+    packed = matmul_precision.packed_bfloat16_weight(weight, 16)
+    assert packed is not None and packed.is_mkldnn  # the blocked layout is what runs here
+    for rows in (16, 1, 3):  # other row counts than the layout's: the same products
+        with matmul_precision.linears_in(linear, torch.bfloat16, rows=16):
+            x = torch.randn(rows, 2, 48)[..., ::2]  # 3-D and not contiguous
+            expect = torch.nn.functional.linear(x.bfloat16(), weight, linear.bias.detach().bfloat16()).float()
+            assert torch.equal(linear(x), expect)
+    assert matmul_precision.packed_bfloat16_weight(weight.float(), 16) is None  # float32: F.linear's path
+
+
+def test_linears_in_without_native_bfloat16_multiplies_with_f_linear(monkeypatch):
+    monkeypatch.setattr(matmul_precision, "native_bfloat16_cpu", lambda: False)
+    torch.manual_seed(1)
+    linear, x = torch.nn.Linear(8, 4), torch.randn(3, 8)
+    assert matmul_precision.packed_bfloat16_weight(linear.weight.detach().bfloat16(), 3) is None
+    with matmul_precision.linears_in(linear, torch.bfloat16, rows=3):
+        y = linear(x)
+    expect = torch.nn.functional.linear(x.bfloat16(), linear.weight.bfloat16(), linear.bias.bfloat16()).float()
+    assert torch.equal(y, expect)
+
+
 def test_resolve_matmul_precision(monkeypatch):
     fp32, bf16 = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2).bfloat16()
     monkeypatch.setattr(matmul_precision, "native_bfloat16_cpu", lambda: True)
@@ -89,6 +115,9 @@ def test_sample_next_draws_from_the_softmax():
     one_hot = torch.full((3, 50), -1e9)
     one_hot[torch.arange(3), torch.tensor([0, 17, 49])] = 0.0  # the first and the last token included
     assert sampling.sample_next(one_hot, gen).flatten().tolist() == [0, 17, 49]
+    given = one_hot.double()  # already float64 on the CPU: the in-place steps must work on a copy
+    sampling.sample_next(given, gen)
+    assert torch.equal(given, one_hot.double())
 
 
 def test_self_calibration_follows_the_model_distribution():
